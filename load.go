@@ -1,0 +1,202 @@
+package cacheme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// load is one memoized call, whatever mode (key or node) built it.
+type load[R any] struct {
+	e      entry
+	tag    string    // tag name
+	tagC   *counters // tag counters
+	stale  bool
+	ttl    time.Duration
+	groups func(R) ([]string, error) // group names the result joins
+	hit    func(ctx context.Context, r R)
+	miss   func(ctx context.Context)
+	fn     func(ctx context.Context) (R, error)
+}
+
+// PanicError is returned in place of a panic value when a memoized
+// function panics while other callers may be waiting for it. The plugin
+// releases the computation's lease, then re-panics with a *PanicError.
+type PanicError struct {
+	Key   string // the full cache key
+	Value any    // the value passed to panic
+}
+
+// Error describes the panic.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("cacheme: memoized function for %s panicked: %v", e.Key, e.Value)
+}
+
+// run memoizes one call. A hit costs one Redis round trip; a miss three
+// (read and lease, join the groups and tag, store).
+func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
+	var zero R
+	started := time.Now()
+	token := p.token()
+	res, err := p.read(ctx, l.e, l.stale, token, true)
+	if err != nil {
+		return bypass(ctx, p, l, err)
+	}
+	for attempt := 0; ; attempt++ {
+		switch res.status {
+		case statusHit, statusStale:
+			v, derr := decode[R](p.set.Codec, res.value)
+			if derr == nil {
+				if res.status == statusStale {
+					p.reg.add(l.tagC, staleServed, 1)
+				} else {
+					p.reg.add(l.tagC, hits, 1)
+				}
+				if attempt == 0 && l.hit != nil {
+					l.hit(ctx, v)
+				}
+				return v, nil
+			}
+			// Undecodable: report, drop it, and compute afresh.
+			p.reg.add(l.tagC, corrupt, 1)
+			p.report(ctx, fmt.Errorf("%s: %w", l.e, derr))
+			if _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
+				return bypass(ctx, p, l, err)
+			}
+			if res, err = p.read(ctx, l.e, false, token, true); err != nil {
+				return bypass(ctx, p, l, err)
+			}
+			continue
+		case statusLease:
+			return compute(ctx, p, l, token, started)
+		case statusWait:
+			if attempt == 0 {
+				p.reg.add(l.tagC, herdWaits, 1)
+			}
+			if attempt >= p.set.HerdRetryCount {
+				// The wait ran out: compute without the lease, store nothing.
+				p.reg.add(l.tagC, herdTimeouts, 1)
+				return l.fn(ctx)
+			}
+			t := time.NewTimer(p.set.HerdRetryTime)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return zero, ctx.Err()
+			case <-t.C:
+			}
+			if res, err = p.read(ctx, l.e, l.stale, token, true); err != nil {
+				return bypass(ctx, p, l, err)
+			}
+		default:
+			return bypass(ctx, p, l, redisErr("read", l.e.String(), fmt.Errorf("unexpected status %d", res.status)))
+		}
+	}
+}
+
+// bypass handles a Redis failure before the function ran: fail-open calls
+// the function without the cache, fail-closed returns the error.
+func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, error) {
+	p.reg.add(l.tagC, redisErrors, 1)
+	if p.set.FailClosed {
+		var zero R
+		return zero, err
+	}
+	p.report(ctx, err)
+	return l.fn(ctx)
+}
+
+// compute runs the function under the lease and stores its result unless an
+// invalidation overtook it. Errors after the function ran are reported, not
+// returned: the caller gets the result.
+func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time) (R, error) {
+	if l.miss != nil {
+		l.miss(ctx)
+	}
+	r, err := callGuarded(ctx, p, l, token)
+	if err != nil {
+		p.reg.add(l.tagC, loaderErrors, 1)
+		p.report(ctx, p.release(context.WithoutCancel(ctx), l.e, token))
+		return r, err
+	}
+	p.reg.add(l.tagC, misses, 1)
+	// The caller gets r whatever happens below; storing is best effort.
+	sctx := context.WithoutCancel(ctx)
+	if err := storeResult(sctx, p, l, token, started, r); err != nil {
+		if errors.Is(err, errOvertaken) {
+			p.reg.add(l.tagC, conflicts, 1)
+		} else {
+			p.reg.add(l.tagC, redisErrors, 1)
+			p.report(ctx, err)
+		}
+		p.report(ctx, p.release(sctx, l.e, token))
+	}
+	return r, nil
+}
+
+// errOvertaken means an invalidation came after the computation started.
+var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
+
+func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, r R) error {
+	blob, err := encode(p.set.Codec, r)
+	if err != nil {
+		return err
+	}
+	var names []string
+	if l.groups != nil {
+		if names, err = l.groups(r); err != nil {
+			return err
+		}
+	}
+	indexes := make([]string, 0, len(names)+1)
+	tk, err := p.tagKey(l.tag)
+	if err != nil {
+		return err
+	}
+	indexes = append(indexes, tk)
+	seen := map[string]bool{}
+	for _, n := range names {
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		gk, err := p.groupKey(n)
+		if err != nil {
+			return err
+		}
+		indexes = append(indexes, gk)
+	}
+	age := time.Since(started)
+	if age >= p.set.LeaseTTL {
+		return errOvertaken
+	}
+	ok, err := p.join(ctx, l.e, indexes, l.ttl, age)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errOvertaken
+	}
+	stored, err := p.store(ctx, l.e, token, blob, l.ttl)
+	if err != nil {
+		return err
+	}
+	if !stored {
+		return errOvertaken
+	}
+	return nil
+}
+
+// callGuarded runs the function; a panic releases the lease at once, so
+// that waiters are not blocked, and is re-raised as a *PanicError.
+func callGuarded[R any](ctx context.Context, p *Plugin, l load[R], token string) (r R, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.reg.add(l.tagC, loaderErrors, 1)
+			p.report(ctx, p.release(context.WithoutCancel(ctx), l.e, token))
+			panic(&PanicError{Key: l.e.String(), Value: v})
+		}
+	}()
+	return l.fn(ctx)
+}

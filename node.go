@@ -1,0 +1,166 @@
+package cacheme
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/gormcacheme/cacheme/nodes"
+)
+
+// NodeSpec says how WrapNode memoizes a function by node.
+type NodeSpec[A any, N nodes.Node, R any] struct {
+	// Node builds the node of a call from its arguments. It is required.
+	Node func(A) N
+
+	// Hit, if set, is called on a hit, in place of the node's own Hit.
+	Hit func(ctx context.Context, key string, args A, result R)
+
+	// Miss, if set, is called on a miss, in place of the node's own Miss.
+	Miss func(ctx context.Context, key string, args A)
+
+	// Skip, if true, makes every call run the function without the cache.
+	Skip bool
+
+	// SkipIf, if set, is asked on every call: true runs the function without
+	// reading or writing the cache; false caches as usual.
+	SkipIf func(A) bool
+
+	// Stale overrides Settings.NoStale for this function; a node that
+	// implements nodes.Staler overrides both.
+	Stale StaleMode
+}
+
+// WrapNode returns fn memoized by node: the node built from the arguments
+// gives the key (Node.Key), the groups (Node.InvalidNodes), the tag (the node
+// type's name), and optionally its own stale mode, TTL and callbacks.
+func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn func(context.Context, A) (R, error)) (func(context.Context, A) (R, error), error) {
+	if p == nil || fn == nil || spec.Node == nil {
+		return nil, fmt.Errorf("%w: nil plugin, function or Node", ErrInvalidSpec)
+	}
+	tag := nodeTag[N]()
+	tagC := p.reg.register(tag)
+	return func(ctx context.Context, args A) (R, error) {
+		if p.set.Disabled || spec.Skip || (spec.SkipIf != nil && spec.SkipIf(args)) {
+			return fn(ctx, args)
+		}
+		var zero R
+		n := spec.Node(args)
+		if err := nodes.Check(n); err != nil {
+			return zero, err
+		}
+		key := n.Key()
+		e, err := p.parseEntry(key)
+		if err != nil {
+			return zero, err
+		}
+		ttl, err := nodeTTL(p, n)
+		if err != nil {
+			return zero, err
+		}
+		l := load[R]{
+			e: e, tag: tag, tagC: tagC, stale: nodeStale(p, n, spec.Stale), ttl: ttl,
+			fn:     func(ctx context.Context) (R, error) { return fn(ctx, args) },
+			groups: func(R) ([]string, error) { return invalidNames(n.InvalidNodes()) },
+		}
+		if h, ok := any(n).(nodes.HitHandler); ok {
+			l.hit = func(ctx context.Context, _ R) { h.Hit(ctx, key) }
+		}
+		if spec.Hit != nil {
+			l.hit = func(ctx context.Context, r R) { spec.Hit(ctx, key, args, r) }
+		}
+		if h, ok := any(n).(nodes.MissHandler); ok {
+			l.miss = func(ctx context.Context) { h.Miss(ctx, key) }
+		}
+		if spec.Miss != nil {
+			l.miss = func(ctx context.Context) { spec.Miss(ctx, key, args) }
+		}
+		return run(ctx, p, l)
+	}, nil
+}
+
+// NodeManager is the manager of one node type N whose results are of type
+// R (upstream Node.objects). Get a NodeManager from Nodes.
+type NodeManager[N nodes.Node, R any] struct {
+	p   *Plugin
+	tag string
+}
+
+// Nodes returns the manager of node type N, and registers N's tag.
+func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
+	tag := nodeTag[N]()
+	p.reg.register(tag)
+	return NodeManager[N, R]{p: p, tag: tag}
+}
+
+// Get returns n's cached value without computing it. It returns an error
+// wrapping ErrNotCached when there is no valid value: never computed,
+// expired or invalidated.
+func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
+	var zero R
+	if err := nodes.Check(n); err != nil {
+		return zero, err
+	}
+	e, err := m.p.parseEntry(n.Key())
+	if err != nil {
+		return zero, err
+	}
+	res, err := m.p.read(ctx, e, false, "", false)
+	if err != nil {
+		return zero, err
+	}
+	if res.status != statusHit {
+		return zero, fmt.Errorf("%w: node %s", ErrNotCached, e)
+	}
+	return decode[R](m.p.set.Codec, res.value)
+}
+
+// Invalidate invalidates the cached value of n.
+func (m NodeManager[N, R]) Invalidate(ctx context.Context, n N) (int, error) {
+	return m.p.InvalidateNodes(ctx, n)
+}
+
+// InvalidateAll invalidates every cached value of node type N (its tag).
+func (m NodeManager[N, R]) InvalidateAll(ctx context.Context) (int, error) {
+	return m.p.InvalidateTag(ctx, m.tag)
+}
+
+// Tag returns the tag of node type N: its type name.
+func (m NodeManager[N, R]) Tag() string { return m.tag }
+
+func nodeTag[N nodes.Node]() string {
+	return nodes.Name(reflect.Zero(reflect.TypeFor[N]()).Interface())
+}
+
+func nodeStale(p *Plugin, n nodes.Node, m StaleMode) bool {
+	if s, ok := n.(nodes.Staler); ok {
+		return s.Stale()
+	}
+	return m.resolve(p)
+}
+
+func nodeTTL(p *Plugin, n nodes.Node) (time.Duration, error) {
+	t, ok := n.(nodes.TTLer)
+	if !ok || t.TTL() == 0 {
+		return p.set.TTL, nil
+	}
+	if t.TTL() < time.Millisecond {
+		return 0, fmt.Errorf("%w: node %s has TTL %v", ErrInvalidSpec, nodes.Name(n), t.TTL())
+	}
+	return t.TTL(), nil
+}
+
+func invalidNames(ns []nodes.InvalidNode) ([]string, error) {
+	out := make([]string, 0, len(ns))
+	for _, in := range ns {
+		if in == nil || reflect.ValueOf(in).Kind() == reflect.Pointer && reflect.ValueOf(in).IsNil() {
+			continue
+		}
+		if err := nodes.Check(in); err != nil {
+			return nil, err
+		}
+		out = append(out, in.Key())
+	}
+	return out, nil
+}

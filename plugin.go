@@ -1,0 +1,64 @@
+package cacheme
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+)
+
+// Name is the plugin's name in GORM, and the prefix of its callbacks.
+const Name = "cacheme"
+
+var _ gorm.Plugin = (*Plugin)(nil)
+
+// Plugin memoizes function results in Redis and invalidates them. It is a
+// GORM plugin (db.Use(p)), and also works without GORM. A Plugin is safe for
+// concurrent use.
+type Plugin struct {
+	set     Settings              // with defaults applied
+	rdb     redis.UniversalClient // set.Redis
+	reg     registry              // tags and counters
+	tokenID string                // random, makes lease tokens unique across processes
+	tokenN  atomic.Uint64         // lease token counter
+}
+
+// New returns a plugin configured by s. It fails if s has no Redis client or
+// a setting is out of range. New does not contact Redis.
+func New(s Settings) (*Plugin, error) {
+	s, err := s.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Plugin{set: s, rdb: s.Redis, tokenID: hex.EncodeToString(b[:])}, nil
+}
+
+// Name returns "cacheme".
+func (p *Plugin) Name() string { return Name }
+
+// Initialize registers the plugin's callbacks with db. GORM calls it from
+// db.Use.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	return p.registerCallbacks(db)
+}
+
+// Settings returns the plugin's settings, with defaults applied.
+func (p *Plugin) Settings() Settings { return p.set }
+
+// token returns a new lease token, unique across processes.
+func (p *Plugin) token() string {
+	return p.tokenID + ":" + strconv.FormatUint(p.tokenN.Add(1), 36)
+}
+
+// report passes an error the caller does not get to the error hook.
+func (p *Plugin) report(ctx context.Context, err error) {
+	if err != nil && p.set.ErrorHook != nil {
+		p.set.ErrorHook(ctx, err)
+	}
+}

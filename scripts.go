@@ -1,0 +1,153 @@
+package cacheme
+
+import "github.com/redis/go-redis/v9"
+
+// The Redis scripts. Each one touches exactly one key (KEYS[1]), so every
+// script is valid on Redis Cluster whatever the key names are.
+//
+// An entry is the field f of a hash, stored as five hash fields:
+//
+//	v:f  the encoded value           x:f  when the value expires (ms)
+//	d:f  "1" once the value is invalidated (kept for stale serving)
+//	l:f  the token of the computation allowed to store f
+//	t:f  when that lease runs out (ms)
+//
+// Times are the Redis server's (TIME), in milliseconds.
+
+const luaNow = `
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
+// luaNowUs gives the server time in microseconds, and formats such numbers
+// exactly (Lua's default number format keeps 14 digits only).
+const luaNowUs = `
+local function nowus()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function num(x) return string.format('%.0f', x) end
+`
+
+// readScript returns {1, v} for a valid value (hit), {2, v} for an
+// invalidated value that may be served while another caller recomputes it
+// (stale), {3} when another caller is computing it (wait), {4} when this
+// caller got the lease and must compute it, and {0} when ARGV[5] is "0"
+// (peek: never take the lease) and there is no valid value.
+// ARGV: field, stale ("1"/"0"), token, lease ms, acquire ("1"/"0").
+var readScript = redis.NewScript(luaNow + `
+local f = ARGV[1]
+local t = now()
+local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
+local live = r[1] and r[2] and tonumber(r[2]) > t
+if live and not r[3] then return {1, r[1]} end
+if ARGV[5] ~= '1' then return {0} end
+if r[4] and r[5] and tonumber(r[5]) > t then
+  if live and ARGV[2] == '1' then return {2, r[1]} end
+  return {3}
+end
+if not live or ARGV[2] ~= '1' then
+  redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f)
+end
+local lease = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'l:'..f, ARGV[3], 't:'..f, t + lease)
+if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
+return {4}
+`)
+
+// storeScript stores a value if the caller still holds the lease: no
+// invalidation revoked it and it has not run out. Returns 1 if stored.
+// ARGV: field, token, value, ttl ms.
+var storeScript = redis.NewScript(luaNow + `
+local f = ARGV[1]
+local t = now()
+local r = redis.call('HMGET', KEYS[1], 'l:'..f, 't:'..f)
+if r[1] ~= ARGV[2] or not r[2] or tonumber(r[2]) <= t then return 0 end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'v:'..f, ARGV[3], 'x:'..f, t + ttl)
+redis.call('HDEL', KEYS[1], 'd:'..f, 'l:'..f, 't:'..f)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+`)
+
+// releaseScript gives up a lease after a failed computation, so that
+// waiters take over at once. ARGV: field, token.
+var releaseScript = redis.NewScript(`
+local f = ARGV[1]
+if redis.call('HGET', KEYS[1], 'l:'..f) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], 'l:'..f, 't:'..f)
+end
+return 0
+`)
+
+// invalidateScript marks the given fields (all fields of the hash when
+// none is given) invalid and revokes their leases, so that a computation in
+// progress cannot store its result. It returns how many entries it hit: a
+// valid value or a live lease.
+var invalidateScript = redis.NewScript(luaNow + `
+local fields = ARGV
+if #fields == 0 then
+  fields = {}
+  local seen = {}
+  for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local kind, f = string.sub(k, 1, 2), string.sub(k, 3)
+    if (kind == 'v:' or kind == 'l:') and not seen[f] then
+      seen[f] = true
+      fields[#fields + 1] = f
+    end
+  end
+end
+local t = now()
+local n = 0
+for _, f in ipairs(fields) do
+  local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
+  local hit = false
+  if r[1] and r[2] and tonumber(r[2]) > t and not r[3] then
+    redis.call('HSET', KEYS[1], 'd:'..f, '1')
+    hit = true
+  end
+  if r[4] then
+    redis.call('HDEL', KEYS[1], 'l:'..f, 't:'..f)
+    if r[5] and tonumber(r[5]) > t then hit = true end
+  end
+  if hit then n = n + 1 end
+end
+return n
+`)
+
+// joinScript adds an entry to a group or tag set (a sorted set scored by
+// expiry, in microseconds), pruning expired members. The member "" marks
+// the set's last invalidation, scored by that time plus the lease TTL: a
+// computation that started before it (its age is ARGV[3] microseconds) may
+// have read data older than the invalidation, so it is refused (returns 0)
+// and must not store. Ages are measured by the caller's monotonic clock and
+// compared with this server's clock only, so clock skew between hosts does
+// not matter. ARGV: member, ttl ms, age us, lease ms.
+var joinScript = redis.NewScript(luaNowUs + `
+local t = nowus()
+local s = redis.call('ZSCORE', KEYS[1], '')
+if s and tonumber(s) - tonumber(ARGV[4]) * 1000 >= t - tonumber(ARGV[3]) then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(t))
+local ttl = tonumber(ARGV[2])
+local exp = t + ttl * 1000
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not old or tonumber(old) < exp then redis.call('ZADD', KEYS[1], num(exp), ARGV[1]) end
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+`)
+
+// takeScript empties a group or tag set and returns its live members. It
+// leaves the marker "" behind for one lease TTL, so that computations which
+// started before this moment cannot join the set afterwards.
+// ARGV: lease ms.
+var takeScript = redis.NewScript(luaNowUs + `
+local t = nowus()
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], num(t), '+inf')
+local lease = tonumber(ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[1], num(t + lease * 1000), '')
+redis.call('PEXPIRE', KEYS[1], lease)
+return m
+`)

@@ -1,0 +1,122 @@
+package cacheme
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Default values of Settings, applied by New to zero fields.
+const (
+	DefaultPrefix         = "CM:"
+	DefaultHerdRetryCount = 5
+	DefaultHerdRetryTime  = 20 * time.Millisecond
+	DefaultTTL            = 24 * time.Hour
+	DefaultLeaseTTL       = 10 * time.Second
+)
+
+// Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
+// The zero value of every field is its documented default; New applies the
+// defaults and rejects values out of range.
+type Settings struct {
+	// Redis is the client every cache operation goes through. It is
+	// required. Any redis.UniversalClient works: a single client, a
+	// failover client or a Cluster client. The caller owns it and closes
+	// it.
+	Redis redis.UniversalClient
+
+	// Disabled turns caching off (upstream ENABLE_CACHE=False): wrapped
+	// functions call straight through and nothing is written to Redis.
+	// Invalidation calls still run. Zero: caching is on.
+	Disabled bool
+
+	// Prefix starts every Redis key the plugin writes, meta keys included
+	// (upstream REDIS_CACHE_PREFIX). It may not contain '>'. If empty,
+	// defaults to "CM:".
+	Prefix string
+
+	// HerdRetryCount is how many times a caller polls for a value that
+	// another caller is computing before it computes the value itself
+	// (upstream THUNDERING_HERD_RETRY_COUNT). If zero, defaults to 5.
+	HerdRetryCount int
+
+	// HerdRetryTime is the pause between two polls (upstream
+	// THUNDERING_HERD_RETRY_TIME). If zero, defaults to 20ms.
+	HerdRetryTime time.Duration
+
+	// NoStale turns stale serving off globally (upstream STALE=False): after
+	// an invalidation the old value is gone and concurrent readers wait for
+	// the recompute. Zero: stale serving is on, so concurrent readers get
+	// the previous value at once while one caller recomputes. A function's
+	// spec or a node can override it.
+	NoStale bool
+
+	// TTL is how long a computed value stays valid when its function or
+	// node sets no TTL. Every cached value expires: nothing in Redis grows
+	// without bound. If zero, defaults to 24h. The precision is one
+	// millisecond.
+	TTL time.Duration
+
+	// LeaseTTL bounds how long one computation may hold the right to store
+	// its result. A result computed for longer is returned to its caller
+	// but not cached, and a crashed process blocks nobody for longer than
+	// this. If zero, defaults to 10s.
+	LeaseTTL time.Duration
+
+	// Codec encodes cached values. If nil, defaults to MsgpackCodec.
+	Codec Codec
+
+	// ErrorHook, if set, is called with every error the plugin handles
+	// without returning it to the caller: Redis failures in fail-open mode,
+	// corrupt values, failed invalidations after a commit. It must be safe
+	// for concurrent use and should return quickly.
+	ErrorHook func(ctx context.Context, err error)
+
+	// FailClosed makes a wrapped function return an error wrapping ErrRedis
+	// when Redis cannot be read, instead of calling the function without
+	// the cache (fail-open, the default). Failures after the function ran
+	// (storing its result) are reported, never returned.
+	FailClosed bool
+}
+
+// withDefaults returns s with every zero field set to its default and checks
+// the result. It is the one place defaults are applied.
+func (s Settings) withDefaults() (Settings, error) {
+	if s.Redis == nil {
+		return s, ErrNoRedis
+	}
+	if s.Prefix == "" {
+		s.Prefix = DefaultPrefix
+	}
+	if s.HerdRetryCount == 0 {
+		s.HerdRetryCount = DefaultHerdRetryCount
+	}
+	if s.HerdRetryTime == 0 {
+		s.HerdRetryTime = DefaultHerdRetryTime
+	}
+	if s.TTL == 0 {
+		s.TTL = DefaultTTL
+	}
+	if s.LeaseTTL == 0 {
+		s.LeaseTTL = DefaultLeaseTTL
+	}
+	if s.Codec == nil {
+		s.Codec = MsgpackCodec{}
+	}
+	switch {
+	case strings.Contains(s.Prefix, ">"):
+		return s, fmt.Errorf("%w: Prefix %q contains '>'", ErrInvalidSettings, s.Prefix)
+	case s.HerdRetryCount < 0:
+		return s, fmt.Errorf("%w: HerdRetryCount %d is negative", ErrInvalidSettings, s.HerdRetryCount)
+	case s.HerdRetryTime < 0:
+		return s, fmt.Errorf("%w: HerdRetryTime %v is negative", ErrInvalidSettings, s.HerdRetryTime)
+	case s.TTL < time.Millisecond:
+		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
+	case s.LeaseTTL < time.Millisecond:
+		return s, fmt.Errorf("%w: LeaseTTL %v is under 1ms", ErrInvalidSettings, s.LeaseTTL)
+	}
+	return s, nil
+}

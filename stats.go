@@ -1,0 +1,123 @@
+package cacheme
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Counters is a snapshot of cache activity.
+type Counters struct {
+	Hits          int64 // valid values returned from Redis
+	Misses        int64 // computations whose result was then stored (or tried to be)
+	Stale         int64 // invalidated values served while another caller recomputed
+	HerdWaits     int64 // calls that waited for another caller's computation
+	HerdTimeouts  int64 // waits that ran out, after which the caller computed itself
+	LoaderErrors  int64 // computations that returned an error or panicked
+	RedisErrors   int64 // failed Redis operations
+	Corrupt       int64 // stored values that could not be decoded
+	Conflicts     int64 // results not stored because an invalidation overtook them
+	Invalidations int64 // entries invalidated
+}
+
+// Stats is a snapshot of a Plugin's counters, overall and per tag.
+type Stats struct {
+	Total Counters
+	Tags  map[string]Counters
+}
+
+// counters holds live counters; every field is updated atomically.
+type counters struct {
+	hits, misses, stale, herdWaits, herdTimeouts atomic.Int64
+	loaderErrors, redisErrors, corrupt           atomic.Int64
+	conflicts, invalidations                     atomic.Int64
+}
+
+func (c *counters) snapshot() Counters {
+	return Counters{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(),
+		HerdWaits: c.herdWaits.Load(), HerdTimeouts: c.herdTimeouts.Load(),
+		LoaderErrors: c.loaderErrors.Load(), RedisErrors: c.redisErrors.Load(),
+		Corrupt: c.corrupt.Load(), Conflicts: c.conflicts.Load(),
+		Invalidations: c.invalidations.Load(),
+	}
+}
+
+// registry holds the tags a Plugin knows and their counters. It is safe for
+// concurrent use.
+type registry struct {
+	total counters
+	mu    sync.RWMutex         // protects tags
+	tags  map[string]*counters // tag name -> its counters
+}
+
+// register adds a tag (idempotent) and returns its counters.
+func (r *registry) register(tag string) *counters {
+	r.mu.RLock()
+	c := r.tags[tag]
+	r.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tags == nil {
+		r.tags = map[string]*counters{}
+	}
+	if c = r.tags[tag]; c == nil {
+		c = new(counters)
+		r.tags[tag] = c
+	}
+	return c
+}
+
+func (r *registry) lookup(tag string) *counters {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.tags[tag]
+}
+
+func (r *registry) names() []string {
+	r.mu.RLock()
+	out := make([]string, 0, len(r.tags))
+	for t := range r.tags {
+		out = append(out, t)
+	}
+	r.mu.RUnlock()
+	sort.Strings(out)
+	return out
+}
+
+// add bumps one counter overall and for a tag (tag may be nil).
+func (r *registry) add(tag *counters, pick func(*counters) *atomic.Int64, n int64) {
+	pick(&r.total).Add(n)
+	if tag != nil {
+		pick(tag).Add(n)
+	}
+}
+
+// Stats returns a snapshot of the plugin's counters.
+func (p *Plugin) Stats() Stats {
+	s := Stats{Total: p.reg.total.snapshot(), Tags: map[string]Counters{}}
+	p.reg.mu.RLock()
+	defer p.reg.mu.RUnlock()
+	for name, c := range p.reg.tags {
+		s.Tags[name] = c.snapshot()
+	}
+	return s
+}
+
+// Tags returns the sorted names of every tag registered with the plugin: the
+// tags of wrapped functions and the type names of node types.
+func (p *Plugin) Tags() []string { return p.reg.names() }
+
+func hits(c *counters) *atomic.Int64          { return &c.hits }
+func misses(c *counters) *atomic.Int64        { return &c.misses }
+func staleServed(c *counters) *atomic.Int64   { return &c.stale }
+func herdWaits(c *counters) *atomic.Int64     { return &c.herdWaits }
+func herdTimeouts(c *counters) *atomic.Int64  { return &c.herdTimeouts }
+func loaderErrors(c *counters) *atomic.Int64  { return &c.loaderErrors }
+func redisErrors(c *counters) *atomic.Int64   { return &c.redisErrors }
+func corrupt(c *counters) *atomic.Int64       { return &c.corrupt }
+func conflicts(c *counters) *atomic.Int64     { return &c.conflicts }
+func invalidations(c *counters) *atomic.Int64 { return &c.invalidations }

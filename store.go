@@ -1,0 +1,208 @@
+package cacheme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// read statuses returned by readScript.
+const (
+	statusAbsent = 0
+	statusHit    = 1
+	statusStale  = 2
+	statusWait   = 3
+	statusLease  = 4
+)
+
+// readResult is what one read of an entry found.
+type readResult struct {
+	status int
+	value  []byte
+}
+
+// ms converts a duration to whole milliseconds, rounding up.
+func ms(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// redisErr wraps an error from Redis with ErrRedis and what was being done.
+func redisErr(op string, key string, err error) error {
+	return fmt.Errorf("%w: %s %s: %w", ErrRedis, op, key, err)
+}
+
+// read runs readScript: one round trip. acquire false only peeks.
+func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, acquire bool) (readResult, error) {
+	res, err := readScript.Run(ctx, p.rdb, []string{e.hash},
+		e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire)).Slice()
+	if err != nil {
+		return readResult{}, redisErr("read", e.String(), err)
+	}
+	if len(res) == 0 {
+		return readResult{}, redisErr("read", e.String(), errors.New("empty reply"))
+	}
+	st, _ := res[0].(int64)
+	out := readResult{status: int(st)}
+	if len(res) > 1 {
+		s, _ := res[1].(string)
+		out.value = []byte(s)
+	}
+	return out, nil
+}
+
+// store runs storeScript and reports whether the value was stored.
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration) (bool, error) {
+	n, err := storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl)).Int()
+	if err != nil {
+		return false, redisErr("store", e.String(), err)
+	}
+	return n == 1, nil
+}
+
+// release gives up a lease.
+func (p *Plugin) release(ctx context.Context, e entry, token string) error {
+	if err := releaseScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token).Err(); err != nil {
+		return redisErr("release", e.String(), err)
+	}
+	return nil
+}
+
+// scriptCall is one script invocation of a pipeline.
+type scriptCall struct {
+	script *redis.Script
+	key    string
+	args   []any
+}
+
+// runPipeline runs calls in one pipeline (one round trip; on Cluster, one
+// per node in parallel) with EVALSHA. Calls that fail because the node does
+// not know the script yet are sent again with EVAL, so that no call runs
+// twice. The result i belongs to calls[i].
+func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	pipe := p.rdb.Pipeline()
+	for i, c := range calls {
+		cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	var retry []int
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe = p.rdb.Pipeline()
+		for _, i := range retry {
+			c := calls[i]
+			cmds[i] = c.script.Eval(ctx, pipe, []string{c.key}, c.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	var errs []error
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			errs = append(errs, redisErr("script", calls[i].key, err))
+		}
+	}
+	return cmds, errors.Join(errs...)
+}
+
+// join adds e to every index (group or tag set) in one round trip. It
+// reports false if any index was invalidated after the computation started
+// (age ago): the result may be stale and must not be stored.
+func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl, age time.Duration) (bool, error) {
+	calls := make([]scriptCall, len(indexes))
+	for i, idx := range indexes {
+		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), age.Microseconds() + 1, ms(p.set.LeaseTTL)}}
+	}
+	cmds, err := p.runPipeline(ctx, calls)
+	if err != nil {
+		return false, err
+	}
+	ok := true
+	for _, cmd := range cmds {
+		if n, _ := cmd.Int(); n != 1 {
+			ok = false
+		}
+	}
+	return ok, nil
+}
+
+// invalidateEntries invalidates entries in one round trip and returns how
+// many were hit. An entry with an empty field stands for the whole hash.
+func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, error) {
+	// One script call per hash: its fields are invalidated together.
+	byHash := map[string][]any{}
+	var order []string
+	whole := map[string]bool{}
+	for _, e := range entries {
+		if _, seen := byHash[e.hash]; !seen {
+			order = append(order, e.hash)
+			byHash[e.hash] = nil
+		}
+		if e.field == "" {
+			whole[e.hash] = true
+		} else {
+			byHash[e.hash] = append(byHash[e.hash], e.field)
+		}
+	}
+	calls := make([]scriptCall, 0, len(order))
+	for _, h := range order {
+		args := byHash[h]
+		if whole[h] {
+			args = nil
+		}
+		calls = append(calls, scriptCall{invalidateScript, h, args})
+	}
+	cmds, err := p.runPipeline(ctx, calls)
+	n := 0
+	for _, cmd := range cmds {
+		if v, e := cmd.Int(); e == nil {
+			n += v
+		}
+	}
+	return n, err
+}
+
+// takeIndexes empties the given group or tag sets in one round trip and
+// returns their members as entries.
+func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, error) {
+	calls := make([]scriptCall, len(indexes))
+	for i, idx := range indexes {
+		calls[i] = scriptCall{takeScript, idx, []any{ms(p.set.LeaseTTL)}}
+	}
+	cmds, err := p.runPipeline(ctx, calls)
+	seen := map[string]bool{}
+	var out []entry
+	for _, cmd := range cmds {
+		members, e := cmd.StringSlice()
+		if e != nil {
+			continue
+		}
+		for _, m := range members {
+			if m == "" || seen[m] {
+				continue
+			}
+			seen[m] = true
+			if en, ok := entryFromMember(m); ok {
+				out = append(out, en)
+			}
+		}
+	}
+	return out, err
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
