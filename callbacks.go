@@ -1,8 +1,265 @@
 package cacheme
 
-import "gorm.io/gorm"
+import (
+	"fmt"
+	"reflect"
 
-// registerCallbacks registers the plugin's GORM callbacks.
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+)
+
+// callbacks is the registration table of the plugin's GORM callbacks. The
+// "before" callbacks read the rows a statement is about to change (in its
+// transaction), the "after" ones collect what changed; the groups are
+// invalidated after the transaction commits (see commit.go).
+var callbacks = []struct {
+	name     string
+	register registerFunc
+	fn       func(p *Plugin, db *gorm.DB)
+}{
+	{Name + ":before_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Create().Before("gorm:create").Register(n, f)
+	}, (*Plugin).beforeCreate},
+	{Name + ":after_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Create().After("gorm:create").Register(n, f)
+	}, (*Plugin).afterCreate},
+	{Name + ":before_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Update().Before("gorm:update").Register(n, f)
+	}, (*Plugin).beforeUpdate},
+	{Name + ":after_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Update().After("gorm:update").Register(n, f)
+	}, (*Plugin).afterUpdate},
+	{Name + ":before_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Delete().Before("gorm:delete").Register(n, f)
+	}, (*Plugin).beforeDelete},
+	{Name + ":after_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Delete().After("gorm:delete").Register(n, f)
+	}, (*Plugin).afterDelete},
+}
+
+// registerFunc registers one callback at its place in GORM's chain.
+type registerFunc func(db *gorm.DB, name string, fn func(*gorm.DB)) error
+
+// registerCallbacks registers the table with db.
 func (p *Plugin) registerCallbacks(db *gorm.DB) error {
+	for _, c := range callbacks {
+		fn := c.fn
+		if err := c.register(db, c.name, func(db *gorm.DB) { fn(p, db) }); err != nil {
+			return fmt.Errorf("cacheme: register callback %s: %w", c.name, err)
+		}
+	}
 	return nil
+}
+
+// stateKey holds, per statement, the groups found before the write.
+const stateKey = Name + ":state"
+
+type writeState struct {
+	groups []string // groups of the rows as they were before the write
+	pks    []any    // their primary keys (single-column keys), or nil
+	read   bool     // whether the affected rows were read
+}
+
+// beforeCreate reads the rows an upsert may overwrite.
+func (p *Plugin) beforeCreate(db *gorm.DB) {
+	if !p.active(db) {
+		return
+	}
+	c, ok := db.Statement.Clauses["ON CONFLICT"]
+	if !ok {
+		return
+	}
+	oc, ok := c.Expression.(clause.OnConflict)
+	if !ok || oc.DoNothing {
+		return
+	}
+	sch := db.Statement.Schema
+	cols := make([]string, 0, len(oc.Columns))
+	for _, col := range oc.Columns {
+		cols = append(cols, col.Name)
+	}
+	if len(cols) == 0 {
+		cols = sch.PrimaryFieldDBNames
+	}
+	var ors []clause.Expression
+	eachRow(db.Statement.ReflectValue, func(row reflect.Value) {
+		var and []clause.Expression
+		for _, col := range cols {
+			f := sch.LookUpField(col)
+			if f == nil {
+				return
+			}
+			v, zero := f.ValueOf(db.Statement.Context, row)
+			if zero {
+				return
+			}
+			and = append(and, clause.Eq{Column: clause.Column{Name: f.DBName}, Value: v})
+		}
+		ors = append(ors, clause.And(and...))
+	})
+	if len(ors) == 0 {
+		return
+	}
+	p.readAffected(db, []clause.Expression{clause.Or(ors...)}, false)
+}
+
+func (p *Plugin) beforeUpdate(db *gorm.DB) { p.beforeWrite(db, false) }
+
+// beforeDelete also reads the join rows of the deleted rows: their partners'
+// many-to-many keys change too.
+func (p *Plugin) beforeDelete(db *gorm.DB) { p.beforeWrite(db, true) }
+
+// beforeWrite reads the rows an update or delete is about to change, in the
+// statement's transaction, so that their keys are known even when GORM
+// gets no instances (Where(...).Delete(&User{}), Delete(&User{}, 10)).
+func (p *Plugin) beforeWrite(db *gorm.DB, partners bool) {
+	if !p.active(db) {
+		return
+	}
+	var conds []clause.Expression
+	if c, ok := db.Statement.Clauses["WHERE"]; ok {
+		if w, ok := c.Expression.(clause.Where); ok {
+			conds = append(conds, w.Exprs...)
+		}
+	}
+	sch := db.Statement.Schema
+	if rv := db.Statement.ReflectValue; rv.IsValid() && len(sch.PrimaryFields) > 0 {
+		if k := reflect.Indirect(rv).Kind(); k == reflect.Struct || k == reflect.Slice || k == reflect.Array {
+			_, values := schema.GetIdentityFieldValuesMap(db.Statement.Context, rv, sch.PrimaryFields)
+			if column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, values); len(vals) > 0 {
+				conds = append(conds, clause.IN{Column: column, Values: vals})
+			}
+		}
+	}
+	if len(conds) == 0 && !db.AllowGlobalUpdate {
+		return // GORM refuses the statement (ErrMissingWhereClause)
+	}
+	p.readAffected(db, conds, partners)
+}
+
+// readAffected reads the rows matching conds and records their groups. If
+// partners, the many-to-many keys of their join rows too.
+func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners bool) {
+	sch := db.Statement.Schema
+	rows := reflect.New(reflect.SliceOf(sch.ModelType))
+	q := subQuery(db).Table(db.Statement.Table)
+	if len(conds) > 0 {
+		q = q.Where(clause.And(conds...))
+	}
+	if err := q.Find(rows.Interface()).Error; err != nil {
+		db.AddError(fmt.Errorf("cacheme: reading the rows the statement changes: %w", err))
+		return
+	}
+	st := &writeState{read: true}
+	if p.isJoinTable(sch) {
+		st.groups = p.joinGroups(sch, rows)
+	} else {
+		st.groups = p.rowGroups(db.Statement.Context, sch, rows)
+		st.pks = primaryKeys(db, sch, rows)
+		if partners {
+			g, err := p.partnerGroups(db, sch, st.pks)
+			if err != nil {
+				db.AddError(fmt.Errorf("cacheme: reading many-to-many rows: %w", err))
+				return
+			}
+			st.groups = append(st.groups, g...)
+		}
+	}
+	db.InstanceSet(stateKey, st)
+}
+
+// afterCreate collects the groups of the created rows, or of the join rows
+// of a registered many-to-many relation.
+func (p *Plugin) afterCreate(db *gorm.DB) {
+	if !p.active(db) || db.Error != nil {
+		return
+	}
+	sch := db.Statement.Schema
+	groups := p.state(db).groups
+	if p.isJoinTable(sch) {
+		groups = append(groups, p.joinGroups(sch, db.Statement.ReflectValue)...)
+	} else {
+		groups = append(groups, p.rowGroups(db.Statement.Context, sch, db.Statement.ReflectValue)...)
+	}
+	p.enqueue(db, groups)
+}
+
+// afterUpdate collects the groups of the updated rows before and after the
+// update, so that a key that depends on a changed column is invalidated
+// under its old and its new value.
+func (p *Plugin) afterUpdate(db *gorm.DB) {
+	if !p.active(db) || db.Error != nil {
+		return
+	}
+	st := p.state(db)
+	groups := append([]string{TableGroup(db.Statement.Schema.Table)}, st.groups...)
+	sch := db.Statement.Schema
+	if len(st.pks) > 0 && !p.isJoinTable(sch) {
+		rows := reflect.New(reflect.SliceOf(sch.ModelType))
+		column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, pkRows(st.pks))
+		if err := subQuery(db).Table(db.Statement.Table).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
+			db.AddError(fmt.Errorf("cacheme: reading the updated rows: %w", err))
+			return
+		}
+		groups = append(groups, p.rowGroups(db.Statement.Context, sch, rows)...)
+	}
+	p.enqueue(db, groups)
+}
+
+// afterDelete collects the groups found before the delete.
+func (p *Plugin) afterDelete(db *gorm.DB) {
+	if !p.active(db) || db.Error != nil {
+		return
+	}
+	p.enqueue(db, append([]string{TableGroup(db.Statement.Schema.Table)}, p.state(db).groups...))
+}
+
+// active reports whether the plugin handles the statement.
+func (p *Plugin) active(db *gorm.DB) bool {
+	return db.Statement.Schema != nil && db.Statement.Table != ""
+}
+
+func (p *Plugin) state(db *gorm.DB) *writeState {
+	if v, ok := db.InstanceGet(stateKey); ok {
+		if st, ok := v.(*writeState); ok {
+			return st
+		}
+	}
+	return &writeState{}
+}
+
+func (p *Plugin) isJoinTable(sch *schema.Schema) bool {
+	p.bind.mu.RLock()
+	defer p.bind.mu.RUnlock()
+	return len(p.bind.m2m[sch.Table]) > 0
+}
+
+// primaryKeys returns the primary key values of rows, one []any per row.
+func primaryKeys(db *gorm.DB, sch *schema.Schema, rows reflect.Value) []any {
+	if len(sch.PrimaryFields) == 0 {
+		return nil
+	}
+	_, values := schema.GetIdentityFieldValuesMap(db.Statement.Context, rows, sch.PrimaryFields)
+	out := make([]any, 0, len(values))
+	for _, v := range values {
+		if len(v) == 1 {
+			out = append(out, v[0])
+		} else {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func pkRows(pks []any) [][]any {
+	out := make([][]any, 0, len(pks))
+	for _, pk := range pks {
+		if v, ok := pk.([]any); ok {
+			out = append(out, v)
+		} else {
+			out = append(out, []any{pk})
+		}
+	}
+	return out
 }

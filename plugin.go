@@ -23,6 +23,7 @@ type Plugin struct {
 	set     Settings              // with defaults applied
 	rdb     redis.UniversalClient // set.Redis
 	reg     registry              // tags and counters
+	bind    bindings              // model, node and m2m registrations
 	tokenID string                // random, makes lease tokens unique across processes
 	tokenN  atomic.Uint64         // lease token counter
 }
@@ -44,8 +45,21 @@ func (p *Plugin) Name() string { return Name }
 
 // Initialize registers the plugin's callbacks with db. GORM calls it from
 // db.Use.
+// It checks the relations and nodes registered with RegisterM2M and
+// RegisterNodes against db's schemas, registers the callbacks and wraps db's
+// connection pool so that transactions invalidate after their COMMIT. Use
+// the plugin with one *gorm.DB (and the sessions made from it), and call
+// db.Use right after gorm.Open: sessions made before it do not invalidate
+// after commit.
 func (p *Plugin) Initialize(db *gorm.DB) error {
-	return p.registerCallbacks(db)
+	if err := p.bind.resolve(db); err != nil {
+		return err
+	}
+	if err := p.registerCallbacks(db); err != nil {
+		return err
+	}
+	p.wrapPool(db)
+	return nil
 }
 
 // Settings returns the plugin's settings, with defaults applied.

@@ -134,3 +134,31 @@ func Check(v any) error {
 	}
 	return nil
 }
+
+// All is the value a field of an M2MInvalidNode holds when its side is not
+// given: InvalidUserBookNode{User: "12", Book: nodes.All} is the group of
+// every book of user 12.
+const All = "all"
+
+// ModelInvalidNode is an InvalidNode bound to a GORM model (upstream
+// ModelInvalidNode with Meta.model). Registered with the plugin, it is
+// filled from every row of the model that GORM creates, updates or deletes
+// (each field from the row's field of the same name) and its group is
+// invalidated after the commit.
+type ModelInvalidNode interface {
+	InvalidNode
+	// Model returns a value of the model the node is bound to, e.g. &User{}.
+	Model() any
+}
+
+// M2MInvalidNode is an InvalidNode bound to a many-to-many relation
+// (upstream ModelInvalidNode with Meta.m2m). Its fields are named after the
+// Go type names of the relation's two models and are strings (or any): a
+// join-table write between user 12 and book 7 invalidates the node with
+// User "12" and Book All, and the node with User All and Book "7".
+type M2MInvalidNode interface {
+	InvalidNode
+	// M2M returns a value of the model declaring the relation and the
+	// relation's field, e.g. (&Book{}, "Users").
+	M2M() (model any, field string)
+}

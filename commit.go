@@ -1,0 +1,255 @@
+package cacheme
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Invalidation after COMMIT.
+//
+// GORM has no after-commit hook, so the plugin wraps the database's
+// connection pool. A transaction begun through it (GORM's implicit
+// per-statement transaction, db.Transaction, db.Begin) is a *txPool that
+// collects the groups its statements invalidate and invalidates them after
+// its real COMMIT returns: nested transactions are savepoints of the same
+// *txPool, so only the outermost commit flushes, and a rollback drops the
+// collected groups. A statement run outside a transaction
+// (SkipDefaultTransaction) is committed when it returns, and its groups are
+// invalidated at once.
+
+// flushRetries is how many times a failed invalidation after a commit is
+// tried again, and flushBackoff the pause before the first retry (doubled
+// each time).
+const (
+	flushRetries = 3
+	flushBackoff = 20 * time.Millisecond
+)
+
+// pool wraps a GORM connection pool so that transactions begun through it
+// invalidate after their commit.
+type pool struct {
+	gorm.ConnPool
+	p *Plugin
+}
+
+// BeginTx begins a transaction whose invalidations wait for its commit.
+func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	switch b := c.ConnPool.(type) {
+	case gorm.TxBeginner:
+		tx, err := b.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return &txPool{Tx: tx, p: c.p, ctx: context.WithoutCancel(ctx)}, nil
+	case gorm.ConnPoolBeginner:
+		cp, err := b.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		tx, ok := cp.(gorm.Tx)
+		if !ok {
+			return cp, nil
+		}
+		return &txPool{Tx: tx, p: c.p, ctx: context.WithoutCancel(ctx)}, nil
+	}
+	return nil, gorm.ErrInvalidTransaction
+}
+
+// GetDBConn returns the underlying *sql.DB, so that db.DB() keeps working.
+func (c *pool) GetDBConn() (*sql.DB, error) {
+	switch v := c.ConnPool.(type) {
+	case *sql.DB:
+		return v, nil
+	case gorm.GetDBConnector:
+		return v.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
+}
+
+// txPool is a transaction that invalidates its groups after COMMIT.
+type txPool struct {
+	gorm.Tx
+	p   *Plugin
+	ctx context.Context // the BeginTx context, without its cancellation
+
+	mu      sync.Mutex      // protects pending
+	pending map[string]bool // group names to invalidate after commit
+}
+
+func (t *txPool) add(groups []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending == nil {
+		t.pending = map[string]bool{}
+	}
+	for _, g := range groups {
+		t.pending[g] = true
+	}
+}
+
+func (t *txPool) take() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.pending))
+	for g := range t.pending {
+		out = append(out, g)
+	}
+	t.pending = nil
+	sort.Strings(out)
+	return out
+}
+
+// Commit commits, then invalidates the collected groups. An invalidation
+// failure is reported and retried, never returned: the write is committed.
+func (t *txPool) Commit() error {
+	if err := t.Tx.Commit(); err != nil {
+		t.take()
+		return err
+	}
+	t.p.flush(t.ctx, t.take())
+	return nil
+}
+
+// Rollback rolls back and drops the collected groups.
+func (t *txPool) Rollback() error {
+	t.take()
+	return t.Tx.Rollback()
+}
+
+// GetDBConn returns the *sql.DB the transaction belongs to.
+func (t *txPool) GetDBConn() (*sql.DB, error) {
+	if g, ok := t.Tx.(gorm.GetDBConnector); ok {
+		return g.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
+}
+
+// txOf returns the plugin transaction a statement runs in, if any.
+func txOf(cp gorm.ConnPool) *txPool {
+	switch v := cp.(type) {
+	case *txPool:
+		return v
+	case *gorm.PreparedStmtTX:
+		t, _ := v.Tx.(*txPool)
+		return t
+	}
+	return nil
+}
+
+// wrapPool makes db's transactions invalidate after commit. It is
+// idempotent.
+func (p *Plugin) wrapPool(db *gorm.DB) {
+	wrap := func(cp gorm.ConnPool) gorm.ConnPool {
+		if _, done := cp.(*pool); done || cp == nil {
+			return cp
+		}
+		return &pool{ConnPool: cp, p: p}
+	}
+	if ps, ok := db.ConnPool.(*gorm.PreparedStmtDB); ok {
+		ps.ConnPool = wrap(ps.ConnPool)
+	} else {
+		db.ConnPool = wrap(db.ConnPool)
+	}
+	if db.Statement != nil {
+		if ps, ok := db.Statement.ConnPool.(*gorm.PreparedStmtDB); ok {
+			ps.ConnPool = wrap(ps.ConnPool)
+		} else {
+			db.Statement.ConnPool = db.ConnPool
+		}
+	}
+}
+
+// enqueue schedules the invalidation of groups for after the statement's
+// commit: at once when the statement runs outside a transaction.
+func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
+	if len(groups) == 0 {
+		return
+	}
+	if t := txOf(db.Statement.ConnPool); t != nil {
+		t.add(groups)
+		return
+	}
+	p.flush(db.Statement.Context, groups)
+}
+
+// flush invalidates groups after a commit. Each step (emptying the group
+// sets, invalidating their members) is retried a few times for the parts
+// that failed, so that a member taken out of its group is never forgotten
+// while the process lives. Failures are reported to the error hook and
+// counted, never returned.
+func (p *Plugin) flush(ctx context.Context, groups []string) {
+	if len(groups) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	indexes := make([]string, 0, len(groups))
+	for _, g := range groups {
+		if k, err := p.groupKey(g); err == nil {
+			indexes = append(indexes, k)
+		}
+	}
+	var entries []entry
+	wait := flushBackoff
+	for attempt := 0; ; attempt++ {
+		var err error
+		if len(indexes) > 0 {
+			calls := make([]scriptCall, len(indexes))
+			for i, idx := range indexes {
+				calls[i] = scriptCall{takeScript, idx, []any{ms(p.set.LeaseTTL)}}
+			}
+			cmds, perr := p.runPipeline(ctx, calls)
+			err = perr
+			var failed []string
+			for i, cmd := range cmds {
+				members, cerr := cmd.StringSlice()
+				if cerr != nil {
+					failed = append(failed, indexes[i])
+					continue
+				}
+				for _, m := range members {
+					if e, ok := entryFromMember(m); ok {
+						entries = append(entries, e)
+					}
+				}
+			}
+			indexes = failed
+		}
+		if len(entries) > 0 {
+			calls := make([]scriptCall, len(entries))
+			for i, e := range entries {
+				calls[i] = scriptCall{invalidateScript, e.hash, []any{e.field}}
+			}
+			cmds, perr := p.runPipeline(ctx, calls)
+			if err == nil {
+				err = perr
+			}
+			var failed []entry
+			for i, cmd := range cmds {
+				n, cerr := cmd.Int()
+				if cerr != nil {
+					failed = append(failed, entries[i])
+					continue
+				}
+				p.reg.add(nil, invalidations, int64(n))
+			}
+			entries = failed
+		}
+		if len(indexes) == 0 && len(entries) == 0 {
+			return
+		}
+		p.reg.add(nil, redisErrors, 1)
+		if attempt == flushRetries {
+			p.report(ctx, fmt.Errorf("cacheme: invalidation after commit failed %d times; %d groups and %d entries may stay stale until they expire: %w", attempt+1, len(indexes), len(entries), err))
+			return
+		}
+		p.report(ctx, fmt.Errorf("cacheme: invalidation after commit failed (retrying): %w", err))
+		time.Sleep(wait)
+		wait *= 2
+	}
+}
