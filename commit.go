@@ -195,6 +195,12 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 		}
 	}
 	var entries []entry
+	hit := 0
+	defer func() {
+		if p.set.InvalidationHook != nil {
+			p.set.InvalidationHook(ctx, groups, hit)
+		}
+	}()
 	wait := flushBackoff
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -237,6 +243,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 					continue
 				}
 				p.reg.add(nil, invalidations, int64(n))
+				hit += n
 			}
 			entries = failed
 		}

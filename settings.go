@@ -75,6 +75,12 @@ type Settings struct {
 	// for concurrent use and should return quickly.
 	ErrorHook func(ctx context.Context, err error)
 
+	// InvalidationHook, if set, is called after the plugin invalidated the
+	// groups a committed GORM write affected, with their names (e.g.
+	// "Book:7", "User:12:books") and how many cached entries that hit. It
+	// must be safe for concurrent use and should return quickly.
+	InvalidationHook func(ctx context.Context, groups []string, entries int)
+
 	// FailClosed makes a wrapped function return an error wrapping ErrRedis
 	// when Redis cannot be read, instead of calling the function without
 	// the cache (fail-open, the default). Failures after the function ran

@@ -1,0 +1,359 @@
+// Command demo runs a small bookstore on cacheme: it memoizes "the books of
+// a user" and "the users of a book", writes through GORM from both sides of
+// the many-to-many relation, and checks after every step that exactly the
+// affected entries were invalidated. It exits 0 only if every step behaved
+// as expected.
+//
+// By default it runs on an embedded SQLite file and an in-process Redis
+// (miniredis); --db and --redis switch to real servers:
+//
+//	go run ./cmd/demo
+//	go run ./cmd/demo --db 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' --redis redis://127.0.0.1:6379/0
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+	"gorm.io/gorm/schema"
+
+	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/m2m"
+)
+
+// User is a reader of the bookstore.
+type User struct {
+	ID    uint
+	Name  string
+	Books []Book `gorm:"many2many:user_books;constraint:OnDelete:CASCADE"`
+}
+
+// CacheKey names the group of everything cached about the user.
+func (u User) CacheKey() string { return fmt.Sprintf("User:%d", u.ID) }
+
+// Book is a book of the bookstore.
+type Book struct {
+	ID    uint
+	Title string
+	Users []User `gorm:"many2many:user_books;constraint:OnDelete:CASCADE"`
+}
+
+// CacheKey names the group of everything cached about the book.
+func (b Book) CacheKey() string { return fmt.Sprintf("Book:%d", b.ID) }
+
+func main() {
+	dbURL := flag.String("db", "", "database: a SQLite file path or a postgres:// URL (default: a fresh SQLite file in a temp dir)")
+	redisURL := flag.String("redis", "", "Redis URL, e.g. redis://127.0.0.1:6379/0 (default: embedded miniredis)")
+	flag.Parse()
+	if err := run(context.Background(), os.Stdout, *dbURL, *redisURL); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+// store is the demo's state: the database, the plugin and the memoized reads.
+type store struct {
+	db       *gorm.DB
+	p        *cacheme.Plugin
+	booksOf  func(context.Context, uint) ([]string, error)
+	usersOf  func(context.Context, uint) ([]string, error)
+	mu       sync.Mutex
+	computed []string // keys computed since the last step
+	groups   []string // groups invalidated since the last step
+}
+
+func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
+	rdb, closeRedis, err := openRedis(redisURL)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	db, err := openDB(dbURL)
+	if err != nil {
+		return err
+	}
+	s := &store{db: db}
+	s.p, err = cacheme.New(cacheme.Settings{
+		Redis:  rdb,
+		Prefix: fmt.Sprintf("demo%d:", time.Now().UnixNano()),
+		InvalidationHook: func(_ context.Context, groups []string, _ int) {
+			s.mu.Lock()
+			s.groups = append(s.groups, groups...)
+			s.mu.Unlock()
+		},
+		ErrorHook: func(_ context.Context, err error) { fmt.Fprintln(out, "  cacheme error:", err) },
+	})
+	if err != nil {
+		return err
+	}
+	ids := func(format string) m2m.KeyFunc {
+		return func(ids []any) []string {
+			keys := make([]string, len(ids))
+			for i, id := range ids {
+				keys[i] = fmt.Sprintf(format, id)
+			}
+			return keys
+		}
+	}
+	if err := s.p.RegisterM2M(m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
+		"Book": ids("Book:%v:users"), "User": ids("User:%v:books"),
+	}}); err != nil {
+		return err
+	}
+	if err := db.Use(s.p); err != nil {
+		return err
+	}
+	if err := db.Migrator().DropTable("cacheme_demo_user_books", &User{}, &Book{}); err != nil {
+		return err
+	}
+	if err := db.AutoMigrate(&User{}, &Book{}); err != nil {
+		return err
+	}
+	if err := s.memoize(); err != nil {
+		return err
+	}
+	return s.script(ctx, out)
+}
+
+func (s *store) memoize() error {
+	var err error
+	s.booksOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Key:         func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
+		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
+		Miss:        func(_ context.Context, key string, _ uint) { s.miss(key) },
+	}, func(ctx context.Context, id uint) ([]string, error) {
+		var u User
+		if err := s.db.WithContext(ctx).Preload("Books").First(&u, id).Error; err != nil {
+			return nil, err
+		}
+		titles := []string{}
+		for _, b := range u.Books {
+			titles = append(titles, b.Title)
+		}
+		slices.Sort(titles)
+		return titles, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.usersOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Key:         func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
+		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
+		Miss:        func(_ context.Context, key string, _ uint) { s.miss(key) },
+	}, func(ctx context.Context, id uint) ([]string, error) {
+		var users []User
+		err := s.db.WithContext(ctx).Model(&Book{ID: id}).Association("Users").Find(&users)
+		names := []string{}
+		for _, u := range users {
+			names = append(names, u.Name)
+		}
+		slices.Sort(names)
+		return names, err
+	})
+	return err
+}
+
+func (s *store) miss(key string) {
+	s.mu.Lock()
+	s.computed = append(s.computed, key)
+	s.mu.Unlock()
+}
+
+// take returns and clears what happened since the last call.
+func (s *store) take() (computed, groups []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	computed, groups = s.computed, s.groups
+	s.computed, s.groups = nil, nil
+	slices.Sort(groups)
+	return computed, slices.Compact(groups)
+}
+
+// read is one expected read: which function, which id, the expected value
+// and whether it must be a hit.
+type read struct {
+	name string
+	fn   func(context.Context, uint) ([]string, error)
+	id   uint
+	want []string
+	hit  bool
+}
+
+func (s *store) script(ctx context.Context, out io.Writer) error {
+	alice, bob := User{Name: "alice"}, User{Name: "bob"}
+	gobook, redisbook := Book{Title: "Go"}, Book{Title: "Redis"}
+	for _, v := range []any{&alice, &bob, &gobook, &redisbook} {
+		if err := s.db.Create(v).Error; err != nil {
+			return err
+		}
+	}
+	s.take()
+	booksOf := func(u *User, want []string, hit bool) read {
+		return read{"books of " + u.Name, s.booksOf, u.ID, want, hit}
+	}
+	usersOf := func(b *Book, want []string, hit bool) read {
+		return read{"users of " + b.Title, s.usersOf, b.ID, want, hit}
+	}
+	steps := []struct {
+		title string
+		write func() error
+		reads []read
+	}{
+		{"first reads compute, second reads hit", nil, []read{
+			booksOf(&alice, nil, false), booksOf(&alice, nil, true),
+			usersOf(&gobook, nil, false), usersOf(&gobook, nil, true),
+		}},
+		{"alice.Books.Append(Go): user side", func() error {
+			return s.db.Model(&alice).Association("Books").Append(&gobook)
+		}, []read{
+			booksOf(&alice, []string{"Go"}, false), usersOf(&gobook, []string{"alice"}, false),
+			booksOf(&alice, []string{"Go"}, true),
+		}},
+		{"Go.Users.Append(bob): book side", func() error {
+			return s.db.Model(&gobook).Association("Users").Append(&bob)
+		}, []read{
+			usersOf(&gobook, []string{"alice", "bob"}, false), booksOf(&bob, []string{"Go"}, false),
+			booksOf(&alice, []string{"Go"}, true),
+		}},
+		{"alice.Books.Append(Redis), on a fresh handle of alice", func() error {
+			// A handle whose Books field is empty: GORM writes only the new
+			// join row (alice's in-memory Books would be written again).
+			return s.db.Model(&User{ID: alice.ID}).Association("Books").Append(&redisbook)
+		}, []read{
+			booksOf(&alice, []string{"Go", "Redis"}, false), usersOf(&redisbook, []string{"alice"}, false),
+			usersOf(&gobook, []string{"alice", "bob"}, true),
+		}},
+		{"Go.Users.Delete(alice): remove from the book side", func() error {
+			return s.db.Model(&gobook).Association("Users").Delete(&alice)
+		}, []read{
+			booksOf(&alice, []string{"Redis"}, false), usersOf(&gobook, []string{"bob"}, false),
+			booksOf(&bob, []string{"Go"}, true),
+		}},
+		{"rename the Redis book (update)", func() error {
+			return s.db.Model(&redisbook).Update("title", "Redis in Action").Error
+		}, []read{
+			usersOf(&redisbook, []string{"alice"}, true),
+		}},
+		{"delete the Go book, which still has join rows", func() error {
+			return s.db.Delete(&gobook).Error
+		}, []read{
+			booksOf(&bob, []string{}, false), usersOf(&redisbook, []string{"alice"}, true),
+		}},
+		{"bob.Books.Replace(Redis), in a transaction", func() error {
+			return s.db.Transaction(func(tx *gorm.DB) error {
+				return tx.Model(&bob).Association("Books").Replace(&redisbook)
+			})
+		}, []read{
+			booksOf(&bob, []string{"Redis in Action"}, false), usersOf(&redisbook, []string{"alice", "bob"}, false),
+		}},
+		{"alice.Books.Clear()", func() error {
+			return s.db.Model(&alice).Association("Books").Clear()
+		}, []read{
+			booksOf(&alice, []string{}, false), usersOf(&redisbook, []string{"bob"}, false),
+			booksOf(&bob, []string{"Redis in Action"}, true),
+		}},
+	}
+	failed := 0
+	for i, st := range steps {
+		fmt.Fprintf(out, "%d. %s\n", i+1, st.title)
+		if st.write != nil {
+			start := time.Now()
+			if err := st.write(); err != nil {
+				return fmt.Errorf("step %d: %w", i+1, err)
+			}
+			_, groups := s.take()
+			fmt.Fprintf(out, "   write took %v, invalidated %s\n", time.Since(start).Round(time.Microsecond), strings.Join(groups, ", "))
+		}
+		for _, r := range st.reads {
+			s.take()
+			start := time.Now()
+			got, err := r.fn(ctx, r.id)
+			took := time.Since(start).Round(time.Microsecond)
+			if err != nil {
+				return fmt.Errorf("step %d: %s: %w", i+1, r.name, err)
+			}
+			computed, _ := s.take()
+			hit := len(computed) == 0
+			verdict := "ok"
+			if hit != r.hit || !slices.Equal(nonNil(got), nonNil(r.want)) {
+				verdict = fmt.Sprintf("UNEXPECTED (want %q, %s)", nonNil(r.want), hitMiss(r.hit))
+				failed++
+			}
+			fmt.Fprintf(out, "   %-16s %-5s %9v  %q  %s\n", r.name, hitMiss(hit), took, nonNil(got), verdict)
+		}
+	}
+	st := s.p.Stats().Total
+	fmt.Fprintf(out, "stats: %d hits, %d misses, %d entries invalidated\n", st.Hits, st.Misses, st.Invalidations)
+	if failed > 0 {
+		return fmt.Errorf("%d reads did not behave as expected", failed)
+	}
+	fmt.Fprintln(out, "every step behaved as expected")
+	return nil
+}
+
+func hitMiss(hit bool) string {
+	if hit {
+		return "hit"
+	}
+	return "miss"
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func openRedis(url string) (redis.UniversalClient, func(), error) {
+	if url == "" {
+		m, err := miniredis.Run()
+		if err != nil {
+			return nil, nil, err
+		}
+		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		return c, func() { c.Close(); m.Close() }, nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis: %w", err)
+	}
+	c := redis.NewClient(opt)
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		return nil, nil, fmt.Errorf("--redis %s: %w", url, err)
+	}
+	return c, func() { c.Close() }, nil
+}
+
+func openDB(url string) (*gorm.DB, error) {
+	cfg := &gorm.Config{
+		Logger: logger.Discard,
+		// The demo's own tables, so that it never touches an application's.
+		NamingStrategy: schema.NamingStrategy{TablePrefix: "cacheme_demo_"},
+	}
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return gorm.Open(postgres.Open(url), cfg)
+	}
+	if url == "" {
+		dir, err := os.MkdirTemp("", "cacheme-demo")
+		if err != nil {
+			return nil, err
+		}
+		url = filepath.Join(dir, "bookstore.db")
+	}
+	return gorm.Open(sqlite.Open(url), cfg)
+}
