@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
+	"reflect"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,5 +135,171 @@ func equals[T comparable](tb testing.TB, got, want T) {
 	tb.Helper()
 	if got != want {
 		tb.Fatalf("got %v; want %v", got, want)
+	}
+}
+
+// mustWrap is cacheme.Wrap that fails the test on error.
+func mustWrap[A, R any](tb testing.TB, p *cacheme.Plugin, spec cacheme.Spec[A, R], fn func(context.Context, A) (R, error)) func(context.Context, A) (R, error) {
+	tb.Helper()
+	f, err := cacheme.Wrap(p, spec, fn)
+	if err != nil {
+		tb.Fatalf("Wrap: %v", err)
+	}
+	return f
+}
+
+// call runs a memoized function and fails the test on error.
+func call[A, R any](tb testing.TB, f func(context.Context, A) (R, error), a A) R {
+	tb.Helper()
+	r, err := f(context.Background(), a)
+	if err != nil {
+		tb.Fatalf("call(%v): %v", a, err)
+	}
+	return r
+}
+
+// identity is a function to memoize that returns its argument.
+func identity(_ context.Context, n int) (int, error) { return n, nil }
+
+// deepEquals fails unless got and want are reflect.DeepEqual.
+func deepEquals(tb testing.TB, got, want any) {
+	tb.Helper()
+	if !reflect.DeepEqual(got, want) {
+		tb.Fatalf("got %#v; want %#v", got, want)
+	}
+}
+
+// isErr fails unless errors.Is(err, target).
+func isErr(tb testing.TB, err, target error) {
+	tb.Helper()
+	if !errors.Is(err, target) {
+		tb.Fatalf("got error %v; want %v", err, target)
+	}
+}
+
+// scanKeys returns the sorted keys that start with prefix (a test's own
+// prefix: nothing else is scanned).
+func scanKeys(tb testing.TB, rdb redis.UniversalClient, prefix string) []string {
+	tb.Helper()
+	var keys []string
+	iter := rdb.Scan(context.Background(), 0, prefix+"*", 100).Iterator()
+	for iter.Next(context.Background()) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		tb.Fatalf("SCAN %s*: %v", prefix, err)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// errRecorder collects the errors passed to Settings.ErrorHook.
+type errRecorder struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *errRecorder) hook(_ context.Context, err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+}
+
+func (r *errRecorder) all() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.errs...)
+}
+
+// has reports whether some recorded error matches target.
+func (r *errRecorder) has(target error) bool {
+	for _, err := range r.all() {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// deadRedis returns a client of a Redis that is down: nothing listens on
+// port 1. It works the same with miniredis and a real server.
+func deadRedis(tb testing.TB) redis.UniversalClient {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr: "127.0.0.1:1", MaxRetries: -1,
+		DialerRetries: 1, DialerRetryTimeout: time.Millisecond,
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
+	})
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitFor polls cond until it holds, and fails the test after 5s.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// gate pauses a loader: wait signals started (once) and blocks until open
+// is called.
+type gate struct {
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+	opened  sync.Once
+}
+
+func newGate() *gate {
+	return &gate{started: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gate) wait() {
+	g.once.Do(func() { close(g.started) })
+	<-g.release
+}
+
+func (g *gate) open() { g.opened.Do(func() { close(g.release) }) }
+
+// awaitStarted blocks until a loader paused on g has started.
+func (g *gate) awaitStarted(tb testing.TB) {
+	tb.Helper()
+	select {
+	case <-g.started:
+	case <-time.After(5 * time.Second):
+		tb.Fatalf("the loader did not start")
+	}
+}
+
+// result is what one call of a memoized function returned.
+type result[R any] struct {
+	v   R
+	err error
+}
+
+// goCall runs f(a) in a goroutine; the channel delivers its result.
+func goCall[A, R any](f func(context.Context, A) (R, error), a A) <-chan result[R] {
+	ch := make(chan result[R], 1)
+	go func() {
+		v, err := f(context.Background(), a)
+		ch <- result[R]{v, err}
+	}()
+	return ch
+}
+
+// recv waits (at most 5s) for the result of a goCall.
+func recv[R any](tb testing.TB, ch <-chan result[R]) result[R] {
+	tb.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		tb.Fatalf("the call did not return")
+		panic("unreachable")
 	}
 }

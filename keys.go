@@ -43,19 +43,14 @@ func (p *Plugin) parseEntry(key string) (entry, error) {
 	if err := checkName("key", key); err != nil {
 		return entry{}, err
 	}
-	hash, field, ok := strings.Cut(key, fieldSep)
-	if !ok {
+	h, field, err := p.hashKey(key)
+	if err != nil {
+		return entry{}, err
+	}
+	if field == "" {
 		field = defaultField
 	}
-	if hash == "" || field == "" {
-		return entry{}, fmt.Errorf("%w: key %q has an empty hash or field", ErrInvalidKey, key)
-	}
-	for _, suffix := range []string{groupSuffix, tagSuffix} {
-		if strings.HasSuffix(hash, suffix) {
-			return entry{}, fmt.Errorf("%w: key %q "+reservedError, ErrInvalidKey, key, suffix)
-		}
-	}
-	return entry{hash: p.set.Prefix + hash, field: field}, nil
+	return entry{hash: h, field: field}, nil
 }
 
 // entryFromMember turns a group or tag member back into an entry.
@@ -80,14 +75,22 @@ func (p *Plugin) tagKey(tag string) (string, error) {
 	return p.set.Prefix + tag + tagSuffix, nil
 }
 
-// hashKey returns the Redis key of a whole hash ("book:1" in "book:1>x").
+// hashKey splits a user key into the Redis key of its hash ("book:1" in
+// "book:1>x") and its field, "" when the key has no '>' (the whole hash).
+// A hash may not end with a reserved suffix: its key would be a group or
+// tag set.
 func (p *Plugin) hashKey(key string) (string, string, error) {
 	if err := checkName("key", key); err != nil {
 		return "", "", err
 	}
-	hash, field, _ := strings.Cut(key, fieldSep)
-	if hash == "" {
-		return "", "", fmt.Errorf("%w: key %q has an empty hash", ErrInvalidKey, key)
+	hash, field, ok := strings.Cut(key, fieldSep)
+	if hash == "" || ok && field == "" {
+		return "", "", fmt.Errorf("%w: key %q has an empty hash or field", ErrInvalidKey, key)
+	}
+	for _, suffix := range []string{groupSuffix, tagSuffix} {
+		if strings.HasSuffix(hash, suffix) {
+			return "", "", fmt.Errorf("%w: key %q "+reservedError, ErrInvalidKey, key, suffix)
+		}
 	}
 	return p.set.Prefix + hash, field, nil
 }

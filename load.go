@@ -69,7 +69,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 			}
 			continue
 		case statusLease:
-			return compute(ctx, p, l, token, started)
+			return compute(ctx, p, l, token, started, res.leaseAt)
 		case statusWait:
 			if attempt == 0 {
 				p.reg.add(l.tagC, herdWaits, 1)
@@ -110,7 +110,7 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, err
 // compute runs the function under the lease and stores its result unless an
 // invalidation overtook it. Errors after the function ran are reported, not
 // returned: the caller gets the result.
-func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time) (R, error) {
+func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64) (R, error) {
 	if l.miss != nil {
 		l.miss(ctx)
 	}
@@ -123,11 +123,14 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, sta
 	p.reg.add(l.tagC, misses, 1)
 	// The caller gets r whatever happens below; storing is best effort.
 	sctx := context.WithoutCancel(ctx)
-	if err := storeResult(sctx, p, l, token, started, r); err != nil {
-		if errors.Is(err, errOvertaken) {
+	if err := storeResult(sctx, p, l, token, started, leaseAt, r); err != nil {
+		switch {
+		case errors.Is(err, errOvertaken):
 			p.reg.add(l.tagC, conflicts, 1)
-		} else {
+		case errors.Is(err, ErrRedis):
 			p.reg.add(l.tagC, redisErrors, 1)
+			p.report(ctx, err)
+		default: // the result cannot be encoded, or a group is invalid
 			p.report(ctx, err)
 		}
 		p.report(ctx, p.release(sctx, l.e, token))
@@ -138,7 +141,7 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, sta
 // errOvertaken means an invalidation came after the computation started.
 var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 
-func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, r R) error {
+func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64, r R) error {
 	blob, err := encode(p.set.Codec, r)
 	if err != nil {
 		return err
@@ -171,7 +174,7 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 	if age >= p.set.LeaseTTL {
 		return errOvertaken
 	}
-	ok, err := p.join(ctx, l.e, indexes, l.ttl, age)
+	ok, err := p.join(ctx, l.e, indexes, l.ttl, age, leaseAt)
 	if err != nil {
 		return err
 	}

@@ -34,10 +34,11 @@ local function num(x) return string.format('%.0f', x) end
 // readScript returns {1, v} for a valid value (hit), {2, v} for an
 // invalidated value that may be served while another caller recomputes it
 // (stale), {3} when another caller is computing it (wait), {4} when this
-// caller got the lease and must compute it, and {0} when ARGV[5] is "0"
-// (peek: never take the lease) and there is no valid value.
+// caller got the lease and must compute it (with the server time of the
+// lease, in microseconds), and {0} when ARGV[5] is "0" (peek: never take
+// the lease) and there is no valid value.
 // ARGV: field, stale ("1"/"0"), token, lease ms, acquire ("1"/"0").
-var readScript = redis.NewScript(luaNow + `
+var readScript = redis.NewScript(luaNow + luaNowUs + `
 local f = ARGV[1]
 local t = now()
 local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
@@ -54,7 +55,7 @@ end
 local lease = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'l:'..f, ARGV[3], 't:'..f, t + lease)
 if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
-return {4}
+return {4, num(nowus())}
 `)
 
 // storeScript stores a value if the caller still holds the lease: no
@@ -120,15 +121,26 @@ return n
 // joinScript adds an entry to a group or tag set (a sorted set scored by
 // expiry, in microseconds), pruning expired members. The member "" marks
 // the set's last invalidation, scored by that time plus the lease TTL: a
-// computation that started before it (its age is ARGV[3] microseconds) may
-// have read data older than the invalidation, so it is refused (returns 0)
-// and must not store. Ages are measured by the caller's monotonic clock and
-// compared with this server's clock only, so clock skew between hosts does
-// not matter. ARGV: member, ttl ms, age us, lease ms.
+// computation that started before it may have read data older than the
+// invalidation, so it is refused (returns 0) and must not store. When the
+// set is on the server that granted the computation's lease, ARGV[5] is the
+// lease's time on this server's clock and the order is exact: an
+// invalidation at or after it is refused. Otherwise ARGV[5] is "" and the
+// computation's age, ARGV[3] microseconds measured by the caller's
+// monotonic clock, is compared with this server's clock only, so clock skew
+// between hosts does not matter. ARGV: member, ttl ms, age us, lease ms,
+// lease time us or "".
 var joinScript = redis.NewScript(luaNowUs + `
 local t = nowus()
 local s = redis.call('ZSCORE', KEYS[1], '')
-if s and tonumber(s) - tonumber(ARGV[4]) * 1000 >= t - tonumber(ARGV[3]) then return 0 end
+if s then
+  local inv = tonumber(s) - tonumber(ARGV[4]) * 1000
+  if ARGV[5] ~= '' then
+    if inv >= tonumber(ARGV[5]) then return 0 end
+  elseif inv >= t - tonumber(ARGV[3]) then
+    return 0
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(t))
 local ttl = tonumber(ARGV[2])
 local exp = t + ttl * 1000

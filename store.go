@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,8 +22,9 @@ const (
 
 // readResult is what one read of an entry found.
 type readResult struct {
-	status int
-	value  []byte
+	status  int
+	value   []byte
+	leaseAt int64 // statusLease: the server time of the lease, in microseconds
 }
 
 // ms converts a duration to whole milliseconds, rounding up.
@@ -49,7 +51,11 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 	out := readResult{status: int(st)}
 	if len(res) > 1 {
 		s, _ := res[1].(string)
-		out.value = []byte(s)
+		if out.status == statusLease {
+			out.leaseAt, _ = strconv.ParseInt(s, 10, 64)
+		} else {
+			out.value = []byte(s)
+		}
 	}
 	return out, nil
 }
@@ -117,11 +123,23 @@ func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.
 
 // join adds e to every index (group or tag set) in one round trip. It
 // reports false if any index was invalidated after the computation started
-// (age ago): the result may be stale and must not be stored.
-func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl, age time.Duration) (bool, error) {
+// (age ago, with the lease granted at leaseAt): the result may be stale and
+// must not be stored.
+//
+// On a single server (a *redis.Client) the lease and the invalidations are
+// timed by one clock, so the check is exact. On several servers (Cluster,
+// Ring) it compares ages: age is measured before the scripts are sent, from
+// before the lease was asked for, so an invalidation that reaches a set
+// more than a read round trip after the function started but before the
+// join script does is missed.
+func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl, age time.Duration, leaseAt int64) (bool, error) {
+	at := ""
+	if _, oneServer := p.rdb.(*redis.Client); oneServer && leaseAt > 0 {
+		at = strconv.FormatInt(leaseAt, 10)
+	}
 	calls := make([]scriptCall, len(indexes))
 	for i, idx := range indexes {
-		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), age.Microseconds() + 1, ms(p.set.LeaseTTL)}}
+		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), age.Microseconds() + 1, ms(p.set.LeaseTTL), at}}
 	}
 	cmds, err := p.runPipeline(ctx, calls)
 	if err != nil {
