@@ -172,12 +172,13 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 // afterCreate collects the groups of the created rows, or of the join rows
 // of a registered many-to-many relation.
 func (p *Plugin) afterCreate(db *gorm.DB) {
-	if !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
 		return
 	}
 	sch := db.Statement.Schema
 	groups := p.state(db).groups
 	if p.isJoinTable(sch) {
+		groups = append(groups, TableGroup(sch.Table))
 		groups = append(groups, p.joinGroups(sch, db.Statement.ReflectValue)...)
 	} else {
 		groups = append(groups, p.rowGroups(db.Statement.Context, sch, db.Statement.ReflectValue)...)
@@ -189,7 +190,7 @@ func (p *Plugin) afterCreate(db *gorm.DB) {
 // update, so that a key that depends on a changed column is invalidated
 // under its old and its new value.
 func (p *Plugin) afterUpdate(db *gorm.DB) {
-	if !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
 		return
 	}
 	st := p.state(db)
@@ -209,7 +210,7 @@ func (p *Plugin) afterUpdate(db *gorm.DB) {
 
 // afterDelete collects the groups found before the delete.
 func (p *Plugin) afterDelete(db *gorm.DB) {
-	if !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
 		return
 	}
 	p.enqueue(db, append([]string{TableGroup(db.Statement.Schema.Table)}, p.state(db).groups...))
@@ -218,6 +219,20 @@ func (p *Plugin) afterDelete(db *gorm.DB) {
 // active reports whether the plugin handles the statement.
 func (p *Plugin) active(db *gorm.DB) bool {
 	return db.Statement.Schema != nil && db.Statement.Table != ""
+}
+
+// tableOnly handles a write made without a model, such as
+// db.Table("users").Where(...).Update(...): its rows and their keys are
+// unknown, so only the table's group is invalidated. It reports whether the
+// statement had no model.
+func (p *Plugin) tableOnly(db *gorm.DB) bool {
+	if db.Statement.Schema != nil {
+		return false
+	}
+	if db.Error == nil && db.Statement.Table != "" {
+		p.enqueue(db, []string{TableGroup(db.Statement.Table)})
+	}
+	return true
 }
 
 func (p *Plugin) state(db *gorm.DB) *writeState {

@@ -46,7 +46,7 @@ func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 		if err != nil {
 			return nil, err
 		}
-		return &txPool{Tx: tx, p: c.p, ctx: context.WithoutCancel(ctx)}, nil
+		return &txPool{Tx: tx, p: c.p, parent: c, ctx: context.WithoutCancel(ctx)}, nil
 	case gorm.ConnPoolBeginner:
 		cp, err := b.BeginTx(ctx, opts)
 		if err != nil {
@@ -56,7 +56,7 @@ func (c *pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 		if !ok {
 			return cp, nil
 		}
-		return &txPool{Tx: tx, p: c.p, ctx: context.WithoutCancel(ctx)}, nil
+		return &txPool{Tx: tx, p: c.p, parent: c, ctx: context.WithoutCancel(ctx)}, nil
 	}
 	return nil, gorm.ErrInvalidTransaction
 }
@@ -75,8 +75,9 @@ func (c *pool) GetDBConn() (*sql.DB, error) {
 // txPool is a transaction that invalidates its groups after COMMIT.
 type txPool struct {
 	gorm.Tx
-	p   *Plugin
-	ctx context.Context // the BeginTx context, without its cancellation
+	p      *Plugin
+	parent *pool           // the pool the transaction was begun on
+	ctx    context.Context // the BeginTx context, without its cancellation
 
 	mu      sync.Mutex      // protects pending
 	pending map[string]bool // group names to invalidate after commit
@@ -122,24 +123,29 @@ func (t *txPool) Rollback() error {
 	return t.Tx.Rollback()
 }
 
-// GetDBConn returns the *sql.DB the transaction belongs to.
+// GetDBConn returns the *sql.DB the transaction belongs to, so that
+// tx.DB() keeps working inside a transaction.
 func (t *txPool) GetDBConn() (*sql.DB, error) {
 	if g, ok := t.Tx.(gorm.GetDBConnector); ok {
 		return g.GetDBConn()
 	}
-	return nil, gorm.ErrInvalidDB
+	return t.parent.GetDBConn()
 }
 
-// txOf returns the plugin transaction a statement runs in, if any.
+// txOf returns the plugin transaction a statement runs in, if any. A
+// PrepareStmt session of a database opened with PrepareStmt wraps its
+// transactions twice.
 func txOf(cp gorm.ConnPool) *txPool {
-	switch v := cp.(type) {
-	case *txPool:
-		return v
-	case *gorm.PreparedStmtTX:
-		t, _ := v.Tx.(*txPool)
-		return t
+	for {
+		switch v := cp.(type) {
+		case *txPool:
+			return v
+		case *gorm.PreparedStmtTX:
+			cp = v.Tx
+		default:
+			return nil
+		}
 	}
-	return nil
 }
 
 // wrapPool makes db's transactions invalidate after commit. It is

@@ -38,6 +38,18 @@ type modelNode struct {
 	fields []string     // node field name i is filled from the row field fields[i]
 }
 
+// fill sets the node n from row.
+func (mn modelNode) fill(ctx context.Context, sch *schema.Schema, row, n reflect.Value) {
+	for i, name := range mn.fields {
+		if name == "" {
+			continue
+		}
+		if fv, _ := sch.LookUpField(name).ValueOf(ctx, row); fv != nil {
+			n.Field(i).Set(reflect.ValueOf(fv).Convert(n.Field(i).Type()))
+		}
+	}
+}
+
 // m2mNode is a registered M2MInvalidNode.
 type m2mNode struct {
 	typ                 reflect.Type
@@ -221,14 +233,7 @@ func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, v reflect.Va
 		groups = append(groups, cacheKeys(row)...)
 		for _, mn := range mns {
 			n := reflect.New(mn.typ).Elem()
-			for i, name := range mn.fields {
-				if name == "" {
-					continue
-				}
-				if fv, _ := sch.LookUpField(name).ValueOf(ctx, row); fv != nil {
-					n.Field(i).Set(reflect.ValueOf(fv).Convert(n.Field(i).Type()))
-				}
-			}
+			mn.fill(ctx, sch, row, n)
 			if in, ok := n.Interface().(nodes.InvalidNode); ok {
 				groups = append(groups, in.Key())
 			}
@@ -282,6 +287,11 @@ func (mb *m2mBinding) groupsOf(pairs []m2m.Pair) []string {
 }
 
 func (mn m2mNode) key(owner, related any) string {
+	return mn.node(owner, related).Interface().(nodes.InvalidNode).Key()
+}
+
+// node returns the node with the given sides.
+func (mn m2mNode) node(owner, related any) reflect.Value {
 	n := reflect.New(mn.typ).Elem()
 	set := func(i int, str bool, v any) {
 		if str {
@@ -292,7 +302,7 @@ func (mn m2mNode) key(owner, related any) string {
 	}
 	set(mn.ownerIdx, mn.ownerStr, owner)
 	set(mn.relIdx, mn.relString, related)
-	return n.Interface().(nodes.InvalidNode).Key()
+	return n
 }
 
 // partnerGroups reads the join rows of every registered relation in which
@@ -352,4 +362,87 @@ func eachRow(v reflect.Value, fn func(reflect.Value)) {
 	case reflect.Struct:
 		fn(v)
 	}
+}
+
+// InvalidateModels invalidates what a write of the given rows would: the
+// groups of their cache keys, their registered model nodes, their tables'
+// groups, and, for rows taking part in a registered many-to-many relation,
+// the keys of both sides of their join rows. Use it after a write GORM
+// cannot see (db.Exec with raw SQL); it reads the join rows through the
+// database the plugin was initialized with. Rows are model values or
+// pointers to them.
+func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error) {
+	db := p.db()
+	if db == nil {
+		return 0, fmt.Errorf("%w: InvalidateModels needs db.Use(plugin) first", ErrInvalidSpec)
+	}
+	var groups []string
+	for _, row := range rows {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(row); err != nil {
+			return 0, fmt.Errorf("%w: %T is not a model: %w", ErrInvalidSpec, row, err)
+		}
+		rv := reflect.ValueOf(row)
+		groups = append(groups, p.rowGroups(ctx, stmt.Schema, rv)...)
+		q := db.WithContext(ctx)
+		g, err := p.partnerGroups(q, stmt.Schema, primaryKeys(q, stmt.Schema, rv))
+		if err != nil {
+			return 0, err
+		}
+		groups = append(groups, g...)
+	}
+	return p.InvalidateGroups(ctx, groups...)
+}
+
+// FillNode returns the invalid node of type N for a row, as the plugin
+// builds it when GORM writes the row (upstream Invalid(instance=row)). For
+// a ModelInvalidNode, its fields come from the row's fields of the same
+// name; for an M2MInvalidNode, the row's side holds its primary key and the
+// other side nodes.All. N must be registered with RegisterNodes.
+func FillNode[N nodes.InvalidNode](p *Plugin, row any) (N, error) {
+	var zero N
+	db := p.db()
+	if db == nil {
+		return zero, fmt.Errorf("%w: FillNode needs db.Use(plugin) first", ErrInvalidSpec)
+	}
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(row); err != nil {
+		return zero, fmt.Errorf("%w: %T is not a model: %w", ErrInvalidSpec, row, err)
+	}
+	sch, rv := stmt.Schema, reflect.Indirect(reflect.ValueOf(row))
+	typ := reflect.TypeFor[N]()
+	p.bind.mu.RLock()
+	defer p.bind.mu.RUnlock()
+	for _, mn := range p.bind.byModel[sch.Table] {
+		if mn.typ == typ {
+			n := reflect.New(typ).Elem()
+			mn.fill(context.Background(), sch, rv, n)
+			return n.Interface().(N), nil
+		}
+	}
+	for _, mb := range p.bind.sides[sch.Table] {
+		for _, mn := range mb.nodes {
+			if mn.typ != typ {
+				continue
+			}
+			pks := primaryKeys(db, sch, reflect.ValueOf(row))
+			if len(pks) != 1 {
+				return zero, fmt.Errorf("%w: %s row has no primary key", ErrInvalidSpec, sch.Name)
+			}
+			owner, related := any(nodes.All), any(nodes.All)
+			if mb.rel.Owner.Schema == sch {
+				owner = pks[0]
+			} else {
+				related = pks[0]
+			}
+			return mn.node(owner, related).Interface().(N), nil
+		}
+	}
+	return zero, fmt.Errorf("%w: node %s is not registered for model %s", ErrInvalidSpec, typ.Name(), sch.Name)
+}
+
+func (p *Plugin) db() *gorm.DB {
+	p.bind.mu.RLock()
+	defer p.bind.mu.RUnlock()
+	return p.bind.db
 }

@@ -1,0 +1,638 @@
+package cacheme_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/gormcacheme/cacheme"
+)
+
+// seeded is the data set every write-path case starts from:
+//
+//	users 1 ann, 2 bob, 3 cy
+//	books 1 go (author 1), 2 sql (author 1), 3 redis (author 2)
+//	join rows: book 1 - users 1, 2; book 2 - user 1; book 3 - user 3
+//	notes 1 n1, 2 n2 (soft-deletable)
+//	accounts 1 a@x A, 2 b@x B (email is unique)
+//
+// The rows are loaded fresh, without their associations.
+type seeded struct {
+	users    []User
+	books    []Book
+	notes    []Note
+	accounts []Account
+}
+
+func seed(t *testing.T, db *gorm.DB) seeded {
+	t.Helper()
+	users := []User{{Name: "ann"}, {Name: "bob"}, {Name: "cy"}}
+	ok(t, db.Create(&users).Error)
+	books := []Book{
+		{Name: "go", AuthorID: 1, Users: []User{users[0], users[1]}},
+		{Name: "sql", AuthorID: 1, Users: []User{users[0]}},
+		{Name: "redis", AuthorID: 2, Users: []User{users[2]}},
+	}
+	ok(t, db.Create(&books).Error)
+	ok(t, db.Create(&[]Note{{Text: "n1"}, {Text: "n2"}}).Error)
+	ok(t, db.Create(&[]Account{{Email: "a@x", Name: "A"}, {Email: "b@x", Name: "B"}}).Error)
+	var s seeded
+	ok(t, db.Order("id").Find(&s.users).Error)
+	ok(t, db.Order("id").Find(&s.books).Error)
+	ok(t, db.Order("id").Find(&s.notes).Error)
+	ok(t, db.Order("id").Find(&s.accounts).Error)
+	for i, want := range []uint{1, 2, 3} {
+		equals(t, s.users[i].ID, want)
+		equals(t, s.books[i].ID, want)
+	}
+	return s
+}
+
+// probes returns the memoized functions the write-path cases look at, by
+// name: each reads something from the database and joins the groups a
+// user of the plugin would give it.
+func probes(t *testing.T, e env) map[string]*probe {
+	t.Helper()
+	db, p := e.db, e.p
+	ps := map[string]*probe{}
+	add := func(name string, read func(context.Context) (string, error), groups ...string) {
+		ps[name] = newProbe(t, p, name, read, groups...)
+	}
+	for id := uint(1); id <= 5; id++ {
+		add(fmt.Sprintf("user%d", id), userName(db, id), fmt.Sprintf("User:%d", id))
+		add(fmt.Sprintf("u%dbooks", id), booksOfUser(db, id), fmt.Sprintf("User:%d:books", id))
+		add(fmt.Sprintf("nuser%d", id), userName(db, id), InvalidUserModelNode{ID: id}.Key())
+		add(fmt.Sprintf("nu%dall", id), booksOfUser(db, id), InvalidUserBookNode{User: fmt.Sprint(id), Book: "all"}.Key())
+	}
+	for id := uint(1); id <= 4; id++ {
+		add(fmt.Sprintf("book%d", id), bookName(db, id), fmt.Sprintf("Book:%d", id))
+		add(fmt.Sprintf("b%dusers", id), usersOfBook(db, id), fmt.Sprintf("Book:%d:users", id))
+		add(fmt.Sprintf("nbook%d", id), bookName(db, id), InvalidBookModelNode{ID: id}.Key())
+		add(fmt.Sprintf("nallb%d", id), usersOfBook(db, id), InvalidUserBookNode{User: "all", Book: fmt.Sprint(id)}.Key())
+	}
+	for a := uint(1); a <= 2; a++ {
+		add(fmt.Sprintf("author%d", a), booksOfAuthor(db, a), fmt.Sprintf("Author:%d:books", a))
+	}
+	for id := uint(1); id <= 2; id++ {
+		add(fmt.Sprintf("note%d", id), noteText(db, id), fmt.Sprintf("Note:%d", id))
+	}
+	for id := uint(1); id <= 3; id++ {
+		add(fmt.Sprintf("account%d", id), accountName(db, id), fmt.Sprintf("Account:%d", id))
+	}
+	add("users", tableNames(db, "users", "name"), cacheme.TableGroup("users"))
+	add("books", tableNames(db, "books", "name"), cacheme.TableGroup("books"))
+	add("joins", countRows(db, &userBook{}), cacheme.TableGroup("user_books"))
+	add("notes", countRows(db, &Note{}), cacheme.TableGroup("notes"))
+	add("accounts", tableNames(db, "accounts", "name"), cacheme.TableGroup("accounts"))
+	return ps
+}
+
+// userBook is the join table of User.Books and Book.Users, for counting.
+type userBook struct{ UserID, BookID uint }
+
+func (userBook) TableName() string { return "user_books" }
+
+func noteText(db *gorm.DB, id uint) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		var n Note
+		if err := db.WithContext(ctx).Unscoped().Where("id = ?", id).Limit(1).Find(&n).Error; err != nil {
+			return "", err
+		}
+		switch {
+		case n.ID == 0:
+			return "<none>", nil
+		case n.DeletedAt.Valid:
+			return "<deleted>", nil
+		}
+		return n.Text, nil
+	}
+}
+
+func accountName(db *gorm.DB, id uint) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		var a Account
+		if err := db.WithContext(ctx).Where("id = ?", id).Limit(1).Find(&a).Error; err != nil {
+			return "", err
+		}
+		if a.ID == 0 {
+			return "<none>", nil
+		}
+		return a.Email + " " + a.Name, nil
+	}
+}
+
+// countPluginReads counts the queries the plugin makes itself: they are
+// the only ones run with SkipHooks in these tests.
+func countPluginReads(t *testing.T, db *gorm.DB) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	ok(t, db.Callback().Query().Before("gorm:query").Register("test:count_plugin_reads", func(db *gorm.DB) {
+		if db.Statement.SkipHooks {
+			n.Add(1)
+		}
+	}))
+	return &n
+}
+
+type writeCase struct {
+	name string
+	// setup, if set, runs before the probes are computed.
+	setup func(db *gorm.DB, s seeded) error
+	write func(db *gorm.DB, s seeded) error
+	// miss lists the probes the write must invalidate, with the value they
+	// must recompute.
+	miss map[string]string
+	// hit lists unrelated probes that must stay cached.
+	hit []string
+	// reads is how many queries the plugin adds to the write.
+	reads int64
+}
+
+// writeCases are the write paths GORM offers, each with the keys it must
+// invalidate and some it must leave alone.
+var writeCases = []writeCase{
+	{
+		name:  "Create one row",
+		write: func(db *gorm.DB, _ seeded) error { return db.Create(&User{Name: "dan"}).Error },
+		miss:  map[string]string{"user4": "dan", "nuser4": "dan", "users": "ann,bob,cy,dan"},
+		hit:   []string{"user1", "user5", "u4books", "books"},
+	},
+	{
+		name: "Create a slice",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Create(&[]User{{Name: "dan"}, {Name: "eve"}}).Error
+		},
+		miss: map[string]string{"user4": "dan", "user5": "eve", "users": "ann,bob,cy,dan,eve"},
+		hit:  []string{"user1", "books"},
+	},
+	{
+		name: "CreateInBatches",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.CreateInBatches(&[]User{{Name: "dan"}, {Name: "eve"}, {Name: "fay"}}, 2).Error
+		},
+		miss: map[string]string{"user4": "dan", "user5": "eve", "users": "ann,bob,cy,dan,eve,fay"},
+		hit:  []string{"user1", "books"},
+	},
+	{
+		name:  "Save inserts",
+		write: func(db *gorm.DB, _ seeded) error { return db.Save(&User{Name: "dan"}).Error },
+		miss:  map[string]string{"user4": "dan", "users": "ann,bob,cy,dan"},
+		hit:   []string{"user1", "books"},
+	},
+	{
+		name: "Save updates",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			u.Name = "ann2"
+			return db.Save(&u).Error
+		},
+		miss:  map[string]string{"user1": "ann2", "nuser1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "nuser2", "u1books", "book1", "books"},
+		reads: 2,
+	},
+	{
+		name: "Save a slice (an upsert)",
+		write: func(db *gorm.DB, s seeded) error {
+			us := []User{s.users[0], s.users[1]}
+			us[0].Name, us[1].Name = "ann2", "bob2"
+			return db.Save(&us).Error
+		},
+		miss:  map[string]string{"user1": "ann2", "user2": "bob2", "users": "ann2,bob2,cy"},
+		hit:   []string{"user3", "u1books", "books"},
+		reads: 1,
+	},
+	{
+		name: "Save moves a book to another author",
+		write: func(db *gorm.DB, s seeded) error {
+			b := s.books[1]
+			b.AuthorID = 2
+			return db.Save(&b).Error
+		},
+		miss:  map[string]string{"book2": "sql@2", "author1": "go", "author2": "redis,sql"},
+		hit:   []string{"book1", "book3", "b2users", "users"},
+		reads: 2,
+	},
+	{
+		name: "Updates on a loaded model",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			return db.Model(&u).Updates(User{Name: "ann2"}).Error
+		},
+		miss:  map[string]string{"user1": "ann2", "nuser1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "u1books", "books"},
+		reads: 2,
+	},
+	{
+		name: "Updates with a map on a loaded model",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[1]
+			return db.Model(&u).Updates(map[string]any{"name": "bo"}).Error
+		},
+		miss:  map[string]string{"user2": "bo", "users": "ann,bo,cy"},
+		hit:   []string{"user1", "user3"},
+		reads: 2,
+	},
+	{
+		name: "Update on a loaded model",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			return db.Model(&u).Update("name", "ann2").Error
+		},
+		miss:  map[string]string{"user1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "books"},
+		reads: 2,
+	},
+	{
+		name: "UpdateColumn on a loaded model",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			return db.Model(&u).UpdateColumn("name", "ann2").Error
+		},
+		miss:  map[string]string{"user1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "books"},
+		reads: 2,
+	},
+	{
+		name: "UpdateColumns on a loaded model",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			return db.Model(&u).UpdateColumns(map[string]any{"name": "ann2"}).Error
+		},
+		miss:  map[string]string{"user1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "books"},
+		reads: 2,
+	},
+	{
+		name: "Update moves a loaded book to another author",
+		write: func(db *gorm.DB, s seeded) error {
+			b := s.books[0]
+			return db.Model(&b).Update("author_id", 2).Error
+		},
+		miss:  map[string]string{"book1": "go@2", "nbook1": "go@2", "author1": "sql", "author2": "go,redis", "books": "go,redis,sql"},
+		hit:   []string{"book2", "book3", "u1books", "b1users"},
+		reads: 2,
+	},
+	{
+		name: "Model(&User{}).Where(...).Updates without instances",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Model(&User{}).Where("name IN ?", []string{"ann", "bob"}).Updates(map[string]any{"name": gorm.Expr("name || '!'")}).Error
+		},
+		miss:  map[string]string{"user1": "ann!", "user2": "bob!", "nuser2": "bob!", "users": "ann!,bob!,cy"},
+		hit:   []string{"user3", "nuser3", "books"},
+		reads: 2,
+	},
+	{
+		name: "Model(&Book{}).Where(...).Update moves books to another author",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Model(&Book{}).Where("author_id = ?", 1).Update("author_id", 2).Error
+		},
+		miss:  map[string]string{"book1": "go@2", "book2": "sql@2", "author1": "", "author2": "go,redis,sql"},
+		hit:   []string{"book3", "users"},
+		reads: 2,
+	},
+	{
+		name:  "Delete a loaded model",
+		write: func(db *gorm.DB, s seeded) error { u := s.users[1]; return db.Delete(&u).Error },
+		miss:  map[string]string{"user2": "<none>", "nuser2": "<none>", "users": "ann,cy", "b1users": "ann", "nallb1": "ann", "u2books": "", "nu2all": ""},
+		hit:   []string{"user1", "u1books", "b2users", "b3users", "books"},
+		reads: 2,
+	},
+	{
+		name:  "Delete a slice of loaded models",
+		write: func(db *gorm.DB, s seeded) error { us := []User{s.users[0], s.users[1]}; return db.Delete(&us).Error },
+		miss: map[string]string{"user1": "<none>", "user2": "<none>", "users": "cy", "u1books": "", "u2books": "",
+			"b1users": "", "b2users": ""},
+		hit:   []string{"user3", "u3books", "b3users"},
+		reads: 2,
+	},
+	{
+		name:  "Delete(&User{}, id)",
+		write: func(db *gorm.DB, _ seeded) error { return db.Delete(&User{}, 1).Error },
+		miss:  map[string]string{"user1": "<none>", "users": "bob,cy", "u1books": "", "b1users": "bob", "b2users": "", "nallb2": ""},
+		hit:   []string{"user2", "u2books", "b3users", "books"},
+		reads: 2,
+	},
+	{
+		name:  "Delete(&User{}, []uint{...})",
+		write: func(db *gorm.DB, _ seeded) error { return db.Delete(&User{}, []uint{1, 2}).Error },
+		miss: map[string]string{"user1": "<none>", "user2": "<none>", "users": "cy", "u1books": "", "u2books": "",
+			"b1users": "", "b2users": ""},
+		hit:   []string{"user3", "u3books", "b3users"},
+		reads: 2,
+	},
+	{
+		name:  "Where(...).Delete(&User{})",
+		write: func(db *gorm.DB, _ seeded) error { return db.Where("name = ?", "bob").Delete(&User{}).Error },
+		miss:  map[string]string{"user2": "<none>", "users": "ann,cy", "b1users": "ann", "u2books": ""},
+		hit:   []string{"user1", "b2users", "u1books"},
+		reads: 2,
+	},
+	{
+		name:  "Delete a book that has join rows",
+		write: func(db *gorm.DB, s seeded) error { b := s.books[0]; return db.Delete(&b).Error },
+		miss: map[string]string{"book1": "<none>", "nbook1": "<none>", "author1": "sql", "books": "redis,sql",
+			"b1users": "", "nallb1": "", "u1books": "sql", "nu1all": "sql", "u2books": "", "nu2all": ""},
+		hit:   []string{"book2", "u3books", "b2users", "author2", "users"},
+		reads: 2,
+	},
+	{
+		name:  "soft delete",
+		write: func(db *gorm.DB, s seeded) error { n := s.notes[0]; return db.Delete(&n).Error },
+		miss:  map[string]string{"note1": "<deleted>", "notes": "1"},
+		hit:   []string{"note2", "users"},
+		reads: 1,
+	},
+	{
+		name:  "soft delete by id",
+		write: func(db *gorm.DB, _ seeded) error { return db.Delete(&Note{}, 2).Error },
+		miss:  map[string]string{"note2": "<deleted>", "notes": "1"},
+		hit:   []string{"note1"},
+		reads: 1,
+	},
+	{
+		name:  "Unscoped().Delete",
+		write: func(db *gorm.DB, s seeded) error { n := s.notes[0]; return db.Unscoped().Delete(&n).Error },
+		miss:  map[string]string{"note1": "<none>", "notes": "1"},
+		hit:   []string{"note2"},
+		reads: 1,
+	},
+	{
+		name:  "Unscoped().Delete of a soft-deleted row",
+		setup: func(db *gorm.DB, s seeded) error { n := s.notes[0]; return db.Delete(&n).Error },
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Unscoped().Where("deleted_at IS NOT NULL").Delete(&Note{}).Error
+		},
+		miss:  map[string]string{"note1": "<none>", "notes": "1"},
+		hit:   []string{"note2"},
+		reads: 1,
+	},
+	{
+		name: "upsert UpdateAll on the primary key",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&User{ID: 1, Name: "ann2"}).Error
+		},
+		miss:  map[string]string{"user1": "ann2", "users": "ann2,bob,cy"},
+		hit:   []string{"user2", "books"},
+		reads: 1,
+	},
+	{
+		name: "upsert UpdateAll moves a book to another author",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&Book{ID: 1, Name: "go", AuthorID: 2}).Error
+		},
+		miss:  map[string]string{"book1": "go@2", "author1": "sql", "author2": "go,redis"},
+		hit:   []string{"book2", "book3", "u1books"},
+		reads: 1,
+	},
+	{
+		name: "upsert DoUpdates on a unique column",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Clauses(clause.OnConflict{
+				Columns:   []clause.Column{{Name: "email"}},
+				DoUpdates: clause.AssignmentColumns([]string{"name"}),
+			}).Create(&Account{Email: "a@x", Name: "A2"}).Error
+		},
+		miss:  map[string]string{"account1": "a@x A2", "accounts": "A2,B"},
+		hit:   []string{"account2", "users"},
+		reads: 1,
+	},
+	{
+		name: "upsert DoNothing",
+		write: func(db *gorm.DB, _ seeded) error {
+			return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&Account{Email: "c@x", Name: "C"}).Error
+		},
+		miss: map[string]string{"accounts": "A,B,C", "account3": "c@x C"},
+		hit:  []string{"account1", "account2"},
+	},
+	{
+		name: "Append from the book side",
+		write: func(db *gorm.DB, s seeded) error {
+			b, u := s.books[2], s.users[0]
+			return db.Model(&b).Association("Users").Append(&u)
+		},
+		miss: map[string]string{"b3users": "ann,cy", "u1books": "go,redis,sql", "nallb3": "ann,cy", "nu1all": "go,redis,sql",
+			"joins": "5"},
+		hit:   []string{"u2books", "u3books", "b1users", "b2users", "nu3all", "nallb1", "user2"},
+		reads: 2,
+	},
+	{
+		name: "Append from the user side",
+		write: func(db *gorm.DB, s seeded) error {
+			u, b := s.users[2], s.books[0]
+			return db.Model(&u).Association("Books").Append(&b)
+		},
+		miss: map[string]string{"u3books": "go,redis", "b1users": "ann,bob,cy", "nu3all": "go,redis", "nallb1": "ann,bob,cy",
+			"joins": "5"},
+		hit:   []string{"u1books", "u2books", "b2users", "b3users", "nallb3", "user1"},
+		reads: 2,
+	},
+	{
+		name: "Delete association from the book side",
+		write: func(db *gorm.DB, s seeded) error {
+			b, u := s.books[0], s.users[1]
+			return db.Model(&b).Association("Users").Delete(&u)
+		},
+		miss:  map[string]string{"b1users": "ann", "u2books": "", "nallb1": "ann", "nu2all": "", "joins": "3"},
+		hit:   []string{"u1books", "b2users", "nu1all", "user2", "book1"},
+		reads: 1,
+	},
+	{
+		name: "Delete association from the user side",
+		write: func(db *gorm.DB, s seeded) error {
+			u, b := s.users[0], s.books[1]
+			return db.Model(&u).Association("Books").Delete(&b)
+		},
+		miss:  map[string]string{"u1books": "go", "b2users": "", "nu1all": "go", "nallb2": "", "joins": "3"},
+		hit:   []string{"b1users", "u2books", "nallb1", "user1", "book2"},
+		reads: 1,
+	},
+	{
+		name: "Replace from the book side",
+		write: func(db *gorm.DB, s seeded) error {
+			b, u := s.books[0], s.users[2]
+			return db.Model(&b).Association("Users").Replace(&u)
+		},
+		miss: map[string]string{"b1users": "cy", "u1books": "sql", "u2books": "", "u3books": "go,redis",
+			"nallb1": "cy", "nu1all": "sql", "nu2all": "", "nu3all": "go,redis", "joins": "3"},
+		hit:   []string{"b2users", "b3users", "nallb2"},
+		reads: 3,
+	},
+	{
+		name: "Replace from the user side",
+		write: func(db *gorm.DB, s seeded) error {
+			u, b := s.users[0], s.books[2]
+			return db.Model(&u).Association("Books").Replace(&b)
+		},
+		miss: map[string]string{"u1books": "redis", "b1users": "bob", "b2users": "", "b3users": "ann,cy",
+			"nu1all": "redis", "nallb1": "bob", "nallb2": "", "nallb3": "ann,cy", "joins": "3"},
+		hit:   []string{"u2books", "u3books", "nu2all"},
+		reads: 3,
+	},
+	{
+		name: "Clear from the book side",
+		write: func(db *gorm.DB, s seeded) error {
+			b := s.books[0]
+			return db.Model(&b).Association("Users").Clear()
+		},
+		miss:  map[string]string{"b1users": "", "u1books": "sql", "u2books": "", "nallb1": "", "nu1all": "sql", "nu2all": "", "joins": "2"},
+		hit:   []string{"b2users", "u3books", "user1", "book1"},
+		reads: 1,
+	},
+	{
+		name: "Clear from the user side",
+		write: func(db *gorm.DB, s seeded) error {
+			u := s.users[0]
+			return db.Model(&u).Association("Books").Clear()
+		},
+		miss:  map[string]string{"u1books": "", "b1users": "bob", "b2users": "", "nu1all": "", "nallb1": "bob", "nallb2": "", "joins": "2"},
+		hit:   []string{"u2books", "b3users", "user1", "book1"},
+		reads: 1,
+	},
+	{
+		name: "Create a book with its users",
+		write: func(db *gorm.DB, s seeded) error {
+			return db.Create(&Book{Name: "ml", AuthorID: 2, Users: []User{s.users[1], {Name: "dan"}}}).Error
+		},
+		miss: map[string]string{"book4": "ml@2", "b4users": "bob,dan", "nallb4": "bob,dan", "u2books": "go,ml", "u4books": "ml",
+			"user4": "dan", "author2": "ml,redis", "books": "go,ml,redis,sql", "users": "ann,bob,cy,dan", "joins": "6"},
+		hit: []string{"u1books", "u3books", "b1users", "author1"},
+	},
+	{
+		name: "Create a user with their books",
+		write: func(db *gorm.DB, s seeded) error {
+			return db.Create(&User{Name: "dan", Books: []Book{s.books[2]}}).Error
+		},
+		miss: map[string]string{"user4": "dan", "u4books": "redis", "nu4all": "redis", "b3users": "cy,dan", "nallb3": "cy,dan",
+			"joins": "5"},
+		hit: []string{"u3books", "b1users", "user1"},
+	},
+}
+
+// TestWritePaths checks each write path: a memoized function returns its
+// cached value, the write happens, the next call recomputes the new value,
+// and unrelated entries stay cached. It also checks how many queries the
+// plugin adds to each write, and logs what else the write invalidated.
+func TestWritePaths(t *testing.T) {
+	for _, tc := range writeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runWriteCase(t, gorm.Config{}, tc)
+		})
+	}
+}
+
+// runWriteCase runs one write-path case on a fresh database opened with
+// cfg.
+func runWriteCase(t *testing.T, cfg gorm.Config, tc writeCase) {
+	t.Helper()
+	e := newEnv(t, cacheme.Settings{}, cfg)
+	s := seed(t, e.db)
+	if tc.setup != nil {
+		ok(t, tc.setup(e.db, s))
+	}
+	ps := probes(t, e)
+	for name := range tc.miss {
+		if ps[name] == nil {
+			t.Fatalf("no probe %q", name)
+		}
+	}
+	for _, name := range tc.hit {
+		if ps[name] == nil {
+			t.Fatalf("no probe %q", name)
+		}
+		if _, dup := tc.miss[name]; dup {
+			t.Fatalf("probe %q is both a miss and a hit", name)
+		}
+	}
+	before := map[string]string{}
+	for name, pr := range ps {
+		before[name] = pr.warm(t)
+	}
+	reads := countPluginReads(t, e.db)
+	ok(t, tc.write(e.db, s))
+	if got := reads.Load(); got != tc.reads {
+		t.Errorf("plugin queries: got %v; want %v", got, tc.reads)
+	}
+	for name, want := range tc.miss {
+		ps[name].mustMiss(t, want)
+	}
+	for _, name := range tc.hit {
+		ps[name].mustHit(t, before[name])
+	}
+	var extra []string
+	for name, pr := range ps {
+		if _, asserted := tc.miss[name]; asserted {
+			continue
+		}
+		n := pr.calls.Load()
+		if _, c := pr.get(t); c != n {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	t.Logf("also invalidated: %s", strings.Join(extra, " "))
+}
+
+// TestTableGroup checks that any write to a table invalidates its
+// TableGroup, whichever rows it touches, and no other table's.
+func TestTableGroup(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	users := newProbe(t, e.p, "users", countRows(e.db, &User{}), cacheme.TableGroup("users"))
+	books := newProbe(t, e.p, "books", countRows(e.db, &Book{}), cacheme.TableGroup("books"))
+	writes := []struct {
+		name  string
+		write func(db *gorm.DB) error
+		users string // the new count of users
+	}{
+		{"create", func(db *gorm.DB) error { return db.Create(&User{Name: "dan"}).Error }, "4"},
+		{"update", func(db *gorm.DB) error {
+			return db.Model(&User{}).Where("name = ?", "dan").Update("name", "dan2").Error
+		}, "4"},
+		{"update matching no row", func(db *gorm.DB) error {
+			return db.Model(&User{}).Where("name = ?", "nobody").Update("name", "x").Error
+		}, "4"},
+		{"delete", func(db *gorm.DB) error { return db.Where("name = ?", "dan2").Delete(&User{}).Error }, "3"},
+		{"global update", func(db *gorm.DB) error {
+			return db.Session(&gorm.Session{AllowGlobalUpdate: true}).Model(&User{}).Update("name", gorm.Expr("name")).Error
+		}, "3"},
+		{"create from a map", func(db *gorm.DB) error { return db.Model(&User{}).Create(map[string]any{"Name": "eve"}).Error }, "4"},
+		// Without a model, the rows' keys are unknown: only the table's
+		// group is invalidated.
+		{"Table create", func(db *gorm.DB) error { return db.Table("users").Create(map[string]any{"name": "fay"}).Error }, "5"},
+		{"Table update", func(db *gorm.DB) error {
+			return db.Table("users").Where("name = ?", "fay").Update("name", "fay2").Error
+		}, "5"},
+		{"Table delete", func(db *gorm.DB) error { return db.Table("users").Where("name = ?", "fay2").Delete(nil).Error }, "4"},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			users.warm(t)
+			nb := books.warm(t)
+			ok(t, w.write(e.db))
+			users.mustMiss(t, w.users)
+			books.mustHit(t, nb)
+		})
+	}
+}
+
+// TestNoPluginStatementsWithoutSchema checks that statements the plugin
+// cannot attribute to a model (raw SQL) leave the cache alone and do not
+// fail.
+func TestRawExecIsNotSeen(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	u1 := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
+	u1.warm(t)
+	ok(t, e.db.Exec("UPDATE users SET name = ? WHERE id = ?", "raw", 1).Error)
+	u1.mustHit(t, "ann")
+	_, err := e.p.InvalidateModels(bg, &User{ID: 1})
+	ok(t, err)
+	u1.mustMiss(t, "raw")
+}
