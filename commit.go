@@ -181,6 +181,13 @@ func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
 		t.add(groups)
 		return
 	}
+	if _, inTx := db.Statement.ConnPool.(gorm.TxCommitter); inTx {
+		// A transaction begun around the plugin's pool: its COMMIT is
+		// invisible, and invalidating now would let a reader cache the
+		// pre-commit rows. Fail the write; the transaction rolls back.
+		db.AddError(fmt.Errorf("%w: table %s", ErrUntrackedTx, db.Statement.Table))
+		return
+	}
 	p.flush(db.Statement.Context, groups)
 }
 

@@ -545,3 +545,31 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 		}
 	})
 }
+
+// TestUntrackedTransaction checks that a write in a transaction the plugin
+// cannot see commit (one begun on the *sql.Conn of db.Connection) fails
+// with ErrUntrackedTx and is rolled back, instead of invalidating before the
+// commit; outside a transaction db.Connection writes still invalidate.
+func TestUntrackedTransaction(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	pr := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
+	pr.warm(t)
+	err := e.db.Connection(func(c *gorm.DB) error {
+		return c.Transaction(func(tx *gorm.DB) error {
+			return tx.Model(&User{}).Where("id = ?", 1).Update("name", "ann2").Error
+		})
+	})
+	if !errors.Is(err, cacheme.ErrUntrackedTx) {
+		t.Fatalf("got %v; want ErrUntrackedTx", err)
+	}
+	pr.mustHit(t, "ann")
+	var u User
+	ok(t, e.db.First(&u, 1).Error)
+	equals(t, u.Name, "ann") // rolled back
+
+	ok(t, e.db.Connection(func(c *gorm.DB) error {
+		return c.Model(&User{}).Where("id = ?", 1).Update("name", "ann3").Error
+	}))
+	pr.mustMiss(t, "ann3")
+}

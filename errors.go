@@ -31,6 +31,13 @@ var (
 	// they are also returned to the caller.
 	ErrRedis = errors.New("cacheme: redis error")
 
+	// ErrUntrackedTx is added to a GORM write made inside a transaction
+	// that did not begin through the plugin's connection pool, such as one
+	// begun inside db.Connection or on a *sql.Tx handed to GORM: the
+	// plugin cannot see its COMMIT, so it refuses the write rather than
+	// invalidate too early. Use db.Transaction or db.Begin instead.
+	ErrUntrackedTx = errors.New("cacheme: write in a transaction the plugin cannot track")
+
 	// ErrCorrupt wraps a stored value that cannot be decoded. The value is
 	// treated as a miss and overwritten; the error reaches
 	// Settings.ErrorHook.
