@@ -44,14 +44,17 @@ func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, er
 // wrapped function's tag or a node type's name. An unknown tag is an error
 // wrapping ErrUnknownTag.
 func (p *Plugin) InvalidateTag(ctx context.Context, tag string) (int, error) {
-	if p.reg.lookup(tag) == nil {
+	c := p.reg.lookup(tag)
+	if c == nil {
 		return 0, fmt.Errorf("%w: %q", ErrUnknownTag, tag)
 	}
 	k, err := p.tagKey(tag)
 	if err != nil {
 		return 0, err
 	}
-	return p.invalidateIndexes(ctx, []string{k})
+	n, err := p.invalidateIndexes(ctx, []string{k})
+	c.invalidations.Add(int64(n))
+	return n, err
 }
 
 // InvalidateNodes invalidates the cached values of the given nodes.

@@ -77,6 +77,9 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 			if attempt >= p.set.HerdRetryCount {
 				// The wait ran out: compute without the lease, store nothing.
 				p.reg.add(l.tagC, herdTimeouts, 1)
+				if l.miss != nil {
+					l.miss(ctx)
+				}
 				return l.fn(ctx)
 			}
 			t := time.NewTimer(p.set.HerdRetryTime)

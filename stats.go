@@ -12,12 +12,12 @@ type Counters struct {
 	Misses        int64 // computations whose result was then stored (or tried to be)
 	Stale         int64 // invalidated values served while another caller recomputed
 	HerdWaits     int64 // calls that waited for another caller's computation
-	HerdTimeouts  int64 // waits that ran out, after which the caller computed itself
+	HerdTimeouts  int64 // waits that ran out, after which the caller computed itself without storing
 	LoaderErrors  int64 // computations that returned an error or panicked
 	RedisErrors   int64 // failed Redis operations
 	Corrupt       int64 // stored values that could not be decoded
 	Conflicts     int64 // results not stored because an invalidation overtook them
-	Invalidations int64 // entries invalidated
+	Invalidations int64 // entries invalidated (per tag: by InvalidateTag)
 }
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.

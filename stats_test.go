@@ -87,6 +87,7 @@ func TestStats(t *testing.T) {
 	ok(t, err)
 	equals(t, n, 1)
 	want.total.Invalidations++
+	want.a.Invalidations++ // a tag's invalidations count for the tag
 	check("invalidation")
 
 	// f(99) recomputes a; meanwhile a reader gets the stale value.
