@@ -20,9 +20,11 @@ type load[R any] struct {
 	fn     func(ctx context.Context) (R, error)
 }
 
-// PanicError is returned in place of a panic value when a memoized
-// function panics while other callers may be waiting for it. The plugin
-// releases the computation's lease, then re-panics with a *PanicError.
+// PanicError is the value the plugin panics with when a memoized function
+// (or a callback or codec it runs while computing) panics: the plugin first
+// releases the computation's lease, so that callers waiting for it take
+// over at once, then panics again with a *PanicError holding the original
+// value.
 type PanicError struct {
 	Key   string // the full cache key
 	Value any    // the value passed to panic
@@ -33,11 +35,16 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("cacheme: memoized function for %s panicked: %v", e.Key, e.Value)
 }
 
+// Unwrap returns the panic value if it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
 // run memoizes one call. A hit costs one Redis round trip; a miss three
 // (read and lease, join the groups and tag, store).
 func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 	var zero R
-	started := time.Now()
 	token := p.token()
 	res, err := p.read(ctx, l.e, l.stale, token, true)
 	if err != nil {
@@ -69,7 +76,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 			}
 			continue
 		case statusLease:
-			return compute(ctx, p, l, token, started, res.leaseAt)
+			return compute(ctx, p, l, token, res.leaseAt)
 		case statusWait:
 			if attempt == 0 {
 				p.reg.add(l.tagC, herdWaits, 1)
@@ -112,20 +119,34 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, err
 
 // compute runs the function under the lease and stores its result unless an
 // invalidation overtook it. Errors after the function ran are reported, not
-// returned: the caller gets the result.
-func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64) (R, error) {
+// returned: the caller gets the result. A panic anywhere here (the function,
+// a callback, the codec) releases the lease at once, so that waiters take
+// over, and is raised again as a *PanicError.
+func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, leaseAt int64) (r R, err error) {
+	// The function reads its data after this moment: an invalidation
+	// before it cannot make the result stale.
+	started := time.Now()
+	sctx := context.WithoutCancel(ctx)
+	defer func() {
+		if v := recover(); v != nil {
+			p.reg.add(l.tagC, loaderErrors, 1)
+			p.report(ctx, p.release(sctx, l.e, token))
+			if pe, ok := v.(*PanicError); ok {
+				panic(pe)
+			}
+			panic(&PanicError{Key: l.e.String(), Value: v})
+		}
+	}()
 	if l.miss != nil {
 		l.miss(ctx)
 	}
-	r, err := callGuarded(ctx, p, l, token)
-	if err != nil {
+	if r, err = l.fn(ctx); err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
-		p.report(ctx, p.release(context.WithoutCancel(ctx), l.e, token))
+		p.report(ctx, p.release(sctx, l.e, token))
 		return r, err
 	}
 	p.reg.add(l.tagC, misses, 1)
 	// The caller gets r whatever happens below; storing is best effort.
-	sctx := context.WithoutCancel(ctx)
 	if err := storeResult(sctx, p, l, token, started, leaseAt, r); err != nil {
 		switch {
 		case errors.Is(err, errOvertaken):
@@ -173,11 +194,10 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 		}
 		indexes = append(indexes, gk)
 	}
-	age := time.Since(started)
-	if age >= p.set.LeaseTTL {
+	if time.Since(started) >= p.set.LeaseTTL {
 		return errOvertaken
 	}
-	ok, err := p.join(ctx, l.e, indexes, l.ttl, age, leaseAt)
+	ok, err := p.join(ctx, l.e, indexes, l.ttl, started, leaseAt)
 	if err != nil {
 		return err
 	}
@@ -192,17 +212,4 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 		return errOvertaken
 	}
 	return nil
-}
-
-// callGuarded runs the function; a panic releases the lease at once, so
-// that waiters are not blocked, and is re-raised as a *PanicError.
-func callGuarded[R any](ctx context.Context, p *Plugin, l load[R], token string) (r R, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			p.reg.add(l.tagC, loaderErrors, 1)
-			p.report(ctx, p.release(context.WithoutCancel(ctx), l.e, token))
-			panic(&PanicError{Key: l.e.String(), Value: v})
-		}
-	}()
-	return l.fn(ctx)
 }

@@ -586,7 +586,8 @@ func TestLoadBoundedGrowth(t *testing.T) {
 		equals(t, len(members(t, rdb, prefix+"t:tag")), 6)
 	})
 	t.Run("expired members are pruned", func(t *testing.T) {
-		p, rdb := newPlugin(t, cacheme.Settings{})
+		// Members outlive their value by one lease TTL.
+		p, rdb := newPlugin(t, cacheme.Settings{LeaseTTL: 20 * time.Millisecond})
 		prefix := p.Settings().Prefix
 		spec := func(ttl time.Duration) cacheme.Spec[int, int] {
 			return cacheme.Spec[int, int]{
@@ -601,11 +602,30 @@ func TestLoadBoundedGrowth(t *testing.T) {
 		call(t, short, 1)
 		call(t, short, 2)
 		equals(t, len(members(t, rdb, prefix+"g:invalid")), 2)
-		time.Sleep(80 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 		call(t, long, 3)
 		want := []string{prefix + "e:3>base"}
 		deepEquals(t, members(t, rdb, prefix+"g:invalid"), want)
 		deepEquals(t, members(t, rdb, prefix+"t:tag"), want)
+	})
+	t.Run("expired fields of a hash are swept", func(t *testing.T) {
+		p, rdb := newPlugin(t, cacheme.Settings{})
+		prefix := p.Settings().Prefix
+		short := mustWrap(t, p, cacheme.Spec[int, int]{
+			Key: func(n int) string { return "feed>" + strconv.Itoa(n) },
+			TTL: 20 * time.Millisecond,
+		}, identity)
+		// 500 entries of one hash, 2 fields each, expire over time; without
+		// sweeping the hash would keep all 1000 fields until it expires.
+		for round := range 5 {
+			for i := range 100 {
+				call(t, short, round*100+i)
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+		if n := rdb.HLen(ctx, prefix+"feed").Val(); n >= 500 {
+			t.Fatalf("HLEN = %d after 500 short-lived entries; want it bounded by the live ones (< 500)", n)
+		}
 	})
 	t.Run("every key has a TTL", func(t *testing.T) {
 		rec := &errRecorder{}

@@ -61,6 +61,12 @@ return {4, num(nowus())}
 // storeScript stores a value if the caller still holds the lease: no
 // invalidation revoked it and it has not run out. Returns 1 if stored.
 // ARGV: field, token, value, ttl ms.
+//
+// A hash whose fields outlive their values (expired entries, leases of
+// crashed processes) is swept by the store that finds it more than twice
+// as large as after the last sweep (the field "#s"), so the sweeps cost
+// O(1) per store on average and a hash holds at most about twice its live
+// entries.
 var storeScript = redis.NewScript(luaNow + `
 local f = ARGV[1]
 local t = now()
@@ -70,6 +76,26 @@ local ttl = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'v:'..f, ARGV[3], 'x:'..f, t + ttl)
 redis.call('HDEL', KEYS[1], 'd:'..f, 'l:'..f, 't:'..f)
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+local n = redis.call('HLEN', KEYS[1])
+local last = tonumber(redis.call('HGET', KEYS[1], '#s') or '0')
+if n > 64 and n > 2 * last then
+  local h = redis.call('HGETALL', KEYS[1])
+  local dead = {}
+  for i = 1, #h, 2 do
+    local kind, g = string.sub(h[i], 1, 2), string.sub(h[i], 3)
+    if (kind == 'x:' or kind == 't:') and tonumber(h[i + 1]) <= t then
+      if kind == 'x:' then
+        dead[#dead + 1] = 'v:'..g; dead[#dead + 1] = 'x:'..g; dead[#dead + 1] = 'd:'..g
+      else
+        dead[#dead + 1] = 'l:'..g; dead[#dead + 1] = 't:'..g
+      end
+    end
+  end
+  for i = 1, #dead, 1000 do
+    redis.call('HDEL', KEYS[1], unpack(dead, i, math.min(i + 999, #dead)))
+  end
+  redis.call('HSET', KEYS[1], '#s', redis.call('HLEN', KEYS[1]))
+end
 return 1
 `)
 
@@ -119,35 +145,35 @@ return n
 `)
 
 // joinScript adds an entry to a group or tag set (a sorted set scored by
-// expiry, in microseconds), pruning expired members. The member "" marks
-// the set's last invalidation, scored by that time plus the lease TTL: a
-// computation that started before it may have read data older than the
-// invalidation, so it is refused (returns 0) and must not store. When the
-// set is on the server that granted the computation's lease, ARGV[5] is the
-// lease's time on this server's clock and the order is exact: an
-// invalidation at or after it is refused. Otherwise ARGV[5] is "" and the
-// computation's age, ARGV[3] microseconds measured by the caller's
-// monotonic clock, is compared with this server's clock only, so clock skew
-// between hosts does not matter. ARGV: member, ttl ms, age us, lease ms,
-// lease time us or "".
+// expiry, in microseconds), pruning expired members. Members are scored one
+// lease TTL past the value's own expiry, so that a member never leaves its
+// set before its value. The member "" marks the set's last invalidation,
+// scored by that time plus the lease TTL. A computation that started before
+// the invalidation may have read older data and must not store: when the
+// set is on the server that granted the computation's lease, ARGV[4] is the
+// lease's time on this server's clock, and the script decides exactly
+// (returns {"0"} when invalidated at or after it). Otherwise ARGV[4] is ""
+// and the script returns {"1", now, invalidation time or -1}, both by this
+// server's clock in microseconds, for the caller to compare with its own
+// monotonic clock (see join). ARGV: member, ttl ms, lease ms, lease time us
+// or "".
 var joinScript = redis.NewScript(luaNowUs + `
 local t = nowus()
+local lease = tonumber(ARGV[3]) * 1000
+local inv = -1
 local s = redis.call('ZSCORE', KEYS[1], '')
-if s then
-  local inv = tonumber(s) - tonumber(ARGV[4]) * 1000
-  if ARGV[5] ~= '' then
-    if inv >= tonumber(ARGV[5]) then return 0 end
-  elseif inv >= t - tonumber(ARGV[3]) then
-    return 0
-  end
+if s and tonumber(s) >= t then
+  inv = tonumber(s) - lease
+  if ARGV[4] ~= '' and inv >= tonumber(ARGV[4]) then return {'0'} end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(t))
 local ttl = tonumber(ARGV[2])
-local exp = t + ttl * 1000
+local exp = t + ttl * 1000 + lease
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not old or tonumber(old) < exp then redis.call('ZADD', KEYS[1], num(exp), ARGV[1]) end
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
+local keep = ttl + tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+return {'1', num(t), num(inv)}
 `)
 
 // takeScript empties a group or tag set and returns its live members. It

@@ -123,35 +123,47 @@ func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.
 
 // join adds e to every index (group or tag set) in one round trip. It
 // reports false if any index was invalidated after the computation started
-// (age ago, with the lease granted at leaseAt): the result may be stale and
+// (at started, by this process's monotonic clock, right after its lease was
+// granted at leaseAt by the entry's server): the result may be stale and
 // must not be stored.
 //
 // On a single server (a *redis.Client) the lease and the invalidations are
-// timed by one clock, so the check is exact. On several servers (Cluster,
-// Ring) it compares ages: age is measured before the scripts are sent, from
-// before the lease was asked for, so an invalidation that reaches a set
-// more than a read round trip after the function started but before the
-// join script does is missed.
-func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl, age time.Duration, leaseAt int64) (bool, error) {
+// timed by one clock, so the script decides exactly. On several servers
+// (Cluster, Ring) the clocks are not compared: each index tells how long
+// before the script ran it was invalidated, by its own clock, and the
+// computation started at most time.Since(started) before that, measured
+// once the replies are in. An invalidation more recent than that is
+// treated as after the start: one just before the start may cost a
+// recomputation, one after it never leaves a stale value.
+func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.Duration, started time.Time, leaseAt int64) (bool, error) {
 	at := ""
 	if _, oneServer := p.rdb.(*redis.Client); oneServer && leaseAt > 0 {
 		at = strconv.FormatInt(leaseAt, 10)
 	}
 	calls := make([]scriptCall, len(indexes))
 	for i, idx := range indexes {
-		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), age.Microseconds() + 1, ms(p.set.LeaseTTL), at}}
+		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), ms(p.set.LeaseTTL), at}}
 	}
 	cmds, err := p.runPipeline(ctx, calls)
 	if err != nil {
 		return false, err
 	}
-	ok := true
+	age := time.Since(started).Microseconds() + 1
 	for _, cmd := range cmds {
-		if n, _ := cmd.Int(); n != 1 {
-			ok = false
+		r, err := cmd.StringSlice()
+		if err != nil || len(r) == 0 || r[0] != "1" {
+			return false, nil
+		}
+		if len(r) < 3 {
+			return false, nil
+		}
+		now, err1 := strconv.ParseInt(r[1], 10, 64)
+		inv, err2 := strconv.ParseInt(r[2], 10, 64)
+		if err1 != nil || err2 != nil || (at == "" && inv >= 0 && now-inv <= age) {
+			return false, nil
 		}
 	}
-	return ok, nil
+	return true, nil
 }
 
 // invalidateEntries invalidates entries in one round trip and returns how
