@@ -191,16 +191,34 @@ func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
 	p.flush(db.Statement.Context, groups)
 }
 
-// flush invalidates groups after a commit. Each step (emptying the group
-// sets, invalidating their members) is retried a few times for the parts
-// that failed, so that a member taken out of its group is never forgotten
-// while the process lives. Failures are reported to the error hook and
-// counted, never returned.
+// flush invalidates groups after a commit, waiting at most
+// Settings.FlushTimeout: an invalidation still running then (Redis hangs)
+// goes on in the background, so that the committed write returns.
 func (p *Plugin) flush(ctx context.Context, groups []string) {
 	if len(groups) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.flushNow(ctx, groups)
+	}()
+	t := time.NewTimer(p.set.FlushTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.report(ctx, fmt.Errorf("%w: invalidation after commit still running after %v; it goes on in the background", ErrRedis, p.set.FlushTimeout))
+	}
+}
+
+// flushNow invalidates groups after a commit. Each step (emptying the group
+// sets, invalidating their members) is retried a few times for the parts
+// that failed (flushRetries times), so that a member taken out of its group
+// is not forgotten while Redis recovers. Failures are reported to the error
+// hook and counted, never returned.
+func (p *Plugin) flushNow(ctx context.Context, groups []string) {
 	indexes := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if k, err := p.groupKey(g); err == nil {

@@ -3,6 +3,7 @@ package cacheme_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -544,6 +545,40 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 			t.Fatalf("last hook error: got %q; want it to say entries may stay stale", last)
 		}
 	})
+}
+
+// TestFlushTimeout checks that a committed write returns after
+// Settings.FlushTimeout when Redis accepts connections but never answers,
+// and that the hook says the invalidation goes on in the background.
+func TestFlushTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ok(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // hold it open, answer nothing
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	var h hookErrors
+	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook, FlushTimeout: 50 * time.Millisecond})
+	e := newEnvOn(t, p, gorm.Config{})
+	start := time.Now()
+	u := User{Name: "eve"}
+	ok(t, e.db.Create(&u).Error)
+	// Bounded: the write does not wait for Redis's 2s read timeout.
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the write took %v with Redis hanging; want about FlushTimeout (50ms)", took)
+	}
+	errs := h.get()
+	if len(errs) == 0 || !strings.Contains(errs[0].Error(), "goes on in the background") || !errors.Is(errs[0], cacheme.ErrRedis) {
+		t.Fatalf("hook errors %v; want one saying the invalidation goes on in the background", errs)
+	}
 }
 
 // TestUntrackedTransaction checks that a write in a transaction the plugin

@@ -16,6 +16,7 @@ const (
 	DefaultHerdRetryTime  = 20 * time.Millisecond
 	DefaultTTL            = 24 * time.Hour
 	DefaultLeaseTTL       = 10 * time.Second
+	DefaultFlushTimeout   = time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -63,8 +64,15 @@ type Settings struct {
 	// LeaseTTL bounds how long one computation may hold the right to store
 	// its result. A result computed for longer is returned to its caller
 	// but not cached, and a crashed process blocks nobody for longer than
-	// this. If zero, defaults to 10s.
+	// this. Every process sharing a Prefix must use the same LeaseTTL. If
+	// zero, defaults to 10s.
 	LeaseTTL time.Duration
+
+	// FlushTimeout bounds how long a committed GORM write waits for its
+	// invalidation (retries included) before it returns. An invalidation
+	// still running then goes on in the background and is reported if it
+	// fails. If zero, defaults to 1s.
+	FlushTimeout time.Duration
 
 	// Codec encodes cached values. If nil, defaults to MsgpackCodec.
 	Codec Codec
@@ -109,6 +117,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.LeaseTTL == 0 {
 		s.LeaseTTL = DefaultLeaseTTL
 	}
+	if s.FlushTimeout == 0 {
+		s.FlushTimeout = DefaultFlushTimeout
+	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
 	}
@@ -121,6 +132,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: HerdRetryTime %v is negative", ErrInvalidSettings, s.HerdRetryTime)
 	case s.TTL < time.Millisecond:
 		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
+	case s.FlushTimeout < 0:
+		return s, fmt.Errorf("%w: FlushTimeout %v is negative", ErrInvalidSettings, s.FlushTimeout)
 	case s.LeaseTTL < time.Millisecond:
 		return s, fmt.Errorf("%w: LeaseTTL %v is under 1ms", ErrInvalidSettings, s.LeaseTTL)
 	}
