@@ -56,9 +56,10 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 const stateKey = Name + ":state"
 
 type writeState struct {
-	groups []string // groups of the rows as they were before the write
-	pks    []any    // their primary keys (single-column keys), or nil
-	read   bool     // whether the affected rows were read
+	rows   reflect.Value // the rows read before the write (a slice), if read
+	groups []string      // groups of the rows as they were before the write
+	pks    []any         // their primary keys (single-column keys), or nil
+	read   bool          // whether the affected rows were read
 }
 
 // beforeCreate reads the rows an upsert may overwrite.
@@ -143,7 +144,7 @@ func (p *Plugin) beforeWrite(db *gorm.DB, partners bool) {
 func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners bool) {
 	sch := db.Statement.Schema
 	rows := reflect.New(reflect.SliceOf(sch.ModelType))
-	q := subQuery(db).Table(db.Statement.Table)
+	q := sameTable(subQuery(db), db)
 	if len(conds) > 0 {
 		q = q.Where(clause.And(conds...))
 	}
@@ -151,7 +152,7 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 		db.AddError(fmt.Errorf("cacheme: reading the rows the statement changes: %w", err))
 		return
 	}
-	st := &writeState{read: true}
+	st := &writeState{read: true, rows: rows.Elem()}
 	if p.isJoinTable(sch) {
 		st.groups = p.joinGroups(sch, rows)
 	} else {
@@ -196,10 +197,20 @@ func (p *Plugin) afterUpdate(db *gorm.DB) {
 	st := p.state(db)
 	groups := append([]string{TableGroup(db.Statement.Schema.Table)}, st.groups...)
 	sch := db.Statement.Schema
+	// The rows as the statement's literal assignments make them: this
+	// catches new values the re-read below cannot find (a changed primary
+	// key, a join row moved to another partner).
+	if moved, ok := overlay(db, sch, st.rows); ok {
+		if p.isJoinTable(sch) {
+			groups = append(groups, p.joinGroups(sch, moved)...)
+		} else {
+			groups = append(groups, p.rowGroups(db.Statement.Context, sch, moved)...)
+		}
+	}
 	if len(st.pks) > 0 && !p.isJoinTable(sch) {
 		rows := reflect.New(reflect.SliceOf(sch.ModelType))
 		column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, pkRows(st.pks))
-		if err := subQuery(db).Table(db.Statement.Table).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
+		if err := sameTable(subQuery(db), db).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
 			db.AddError(fmt.Errorf("cacheme: reading the updated rows: %w", err))
 			return
 		}
@@ -277,4 +288,67 @@ func pkRows(pks []any) [][]any {
 		}
 	}
 	return out
+}
+
+// sameTable makes q read the table the statement writes, alias included
+// (db.Table("users AS u")).
+func sameTable(q, db *gorm.DB) *gorm.DB {
+	q.Statement.Table = db.Statement.Table
+	q.Statement.TableExpr = db.Statement.TableExpr
+	return q
+}
+
+// overlay returns copies of rows with the statement's plain new values
+// applied, and whether there was anything to apply. The values come from
+// the statement's destination: a map (Update, Updates(map)) or a struct
+// whose non-zero fields are written (Updates(struct)); expressions such as
+// gorm.Expr("n + 1") are skipped.
+func overlay(db *gorm.DB, sch *schema.Schema, rows reflect.Value) (reflect.Value, bool) {
+	if !rows.IsValid() || rows.Len() == 0 {
+		return rows, false
+	}
+	type assignment struct {
+		field *schema.Field
+		value any
+	}
+	var set []assignment
+	add := func(name string, v any) {
+		if _, isExpr := v.(clause.Expression); isExpr {
+			return
+		}
+		if f := sch.LookUpField(name); f != nil {
+			set = append(set, assignment{f, v})
+		}
+	}
+	ctx := db.Statement.Context
+	switch d := db.Statement.Dest.(type) {
+	case map[string]any:
+		for k, v := range d {
+			add(k, v)
+		}
+	default:
+		dv, mv := reflect.ValueOf(db.Statement.Dest), reflect.ValueOf(db.Statement.Model)
+		if dv.Kind() == reflect.Pointer && mv.Kind() == reflect.Pointer && dv.Pointer() == mv.Pointer() {
+			return rows, false // Save: the row itself, re-read below
+		}
+		if dv = reflect.Indirect(dv); dv.Kind() != reflect.Struct || dv.Type() != sch.ModelType {
+			return rows, false
+		}
+		for _, f := range sch.Fields {
+			if v, zero := f.ValueOf(ctx, dv); !zero && f.DBName != "" {
+				add(f.Name, v)
+			}
+		}
+	}
+	if len(set) == 0 {
+		return rows, false
+	}
+	out := reflect.MakeSlice(rows.Type(), rows.Len(), rows.Len())
+	reflect.Copy(out, rows)
+	for i := 0; i < out.Len(); i++ {
+		for _, a := range set {
+			_ = a.field.Set(ctx, out.Index(i), a.value)
+		}
+	}
+	return out, true
 }

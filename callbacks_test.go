@@ -636,3 +636,61 @@ func TestRawExecIsNotSeen(t *testing.T) {
 	ok(t, err)
 	u1.mustMiss(t, "raw")
 }
+
+// TestTableAlias checks that a write through an aliased table still works
+// and invalidates the row's keys.
+func TestTableAlias(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	pr := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
+	pr.warm(t)
+	ok(t, e.db.Table("users AS u").Where("u.id = ?", 1).Model(&User{}).Update("name", "ann2").Error)
+	pr.mustMiss(t, "ann2")
+}
+
+// UserBook is an explicit model of the user_books join table.
+type UserBook struct {
+	UserID, BookID uint
+}
+
+// TestUpdateMovesKeys checks updates whose new rows cannot be found by
+// their old primary key: a join row moved to another user, and a row whose
+// primary key changes. The new side's keys are invalidated too.
+func TestUpdateMovesKeys(t *testing.T) {
+	t.Run("join row moved to another user", func(t *testing.T) {
+		e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+		seed(t, e.db)
+		u2 := newProbe(t, e.p, "u2books", booksOfUser(e.db, 2), "User:2:books")
+		u3 := newProbe(t, e.p, "u3books", booksOfUser(e.db, 3), "User:3:books")
+		u2was := u2.warm(t)
+		before := u3.warm(t)
+		// Book 2 ("sql") moves from user 1 to user 3.
+		ok(t, e.db.Model(&UserBook{}).Where("book_id = ? AND user_id = ?", 2, 1).Update("user_id", 3).Error)
+		after, _ := u3.get(t)
+		if after == before {
+			t.Fatalf("books of user 3 still %q after book 2 moved to them", after)
+		}
+		u2.mustHit(t, u2was)
+	})
+	t.Run("primary key changed", func(t *testing.T) {
+		e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+		u := User{Name: "dan"}
+		ok(t, e.db.Create(&u).Error)
+		p99 := newProbe(t, e.p, "user99", userName(e.db, 99), "User:99")
+		p99.warm(t)
+		ok(t, e.db.Model(&User{}).Where("id = ?", u.ID).Update("id", 99).Error)
+		p99.mustMiss(t, "dan")
+	})
+}
+
+// TestUpdatesWithStructValue checks Updates with a struct value (not a
+// pointer) whose type has slice fields: the plugin reads it without
+// comparing it, and invalidates the row.
+func TestUpdatesWithStructValue(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	pr := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
+	pr.warm(t)
+	ok(t, e.db.Model(&User{ID: 1}).Updates(User{Name: "ann2"}).Error)
+	pr.mustMiss(t, "ann2")
+}

@@ -67,6 +67,12 @@ type InvalidUserModelNode struct{ ID uint }
 func (n InvalidUserModelNode) Key() string { return fmt.Sprintf("user:%d", n.ID) }
 func (InvalidUserModelNode) Model() any    { return &User{} }
 
+// InvalidUserTextNode holds the user's id as text.
+type InvalidUserTextNode struct{ ID string }
+
+func (n InvalidUserTextNode) Key() string { return "usertext:" + n.ID }
+func (InvalidUserTextNode) Model() any    { return &User{} }
+
 // InvalidBookModelNode is the seed's InvalidBookNode (key "book:<id>").
 type InvalidBookModelNode struct{ ID uint }
 

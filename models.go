@@ -44,8 +44,14 @@ func (mn modelNode) fill(ctx context.Context, sch *schema.Schema, row, n reflect
 		if name == "" {
 			continue
 		}
-		if fv, _ := sch.LookUpField(name).ValueOf(ctx, row); fv != nil {
-			n.Field(i).Set(reflect.ValueOf(fv).Convert(n.Field(i).Type()))
+		fv, _ := sch.LookUpField(name).ValueOf(ctx, row)
+		if fv == nil {
+			continue
+		}
+		if dst := n.Field(i); dst.Kind() == reflect.String && reflect.TypeOf(fv).Kind() != reflect.String {
+			dst.SetString(fmt.Sprint(fv)) // 65 is "65", not "A"
+		} else {
+			dst.Set(reflect.ValueOf(fv).Convert(dst.Type()))
 		}
 	}
 }
@@ -152,6 +158,22 @@ func (b *bindings) addTable(t m2m.Table) error {
 	return nil
 }
 
+// replace swaps binding old for nb everywhere it is listed.
+func (b *bindings) replace(old, nb *m2mBinding) {
+	for _, m := range []map[string][]*m2mBinding{b.m2m, b.sides} {
+		for k, list := range m {
+			out := make([]*m2mBinding, len(list))
+			for i, x := range list {
+				if x == old {
+					x = nb
+				}
+				out[i] = x
+			}
+			m[k] = out
+		}
+	}
+}
+
 func (b *bindings) addNode(n nodes.InvalidNode) error {
 	typ := reflect.TypeOf(n)
 	for typ != nil && typ.Kind() == reflect.Pointer {
@@ -188,7 +210,10 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 				mn.relIdx, mn.relString = f.Index[0], f.Type.Kind() == reflect.String
 			}
 		}
-		mb.nodes = append(mb.nodes, mn)
+		// Bindings are read without the lock once fetched: replace, never
+		// modify, a binding in use.
+		nb := &m2mBinding{rel: mb.rel, nodes: append(mb.nodes[:len(mb.nodes):len(mb.nodes)], mn)}
+		b.replace(mb, nb)
 	case nodes.ModelInvalidNode:
 		stmt := &gorm.Statement{DB: b.db}
 		if err := stmt.Parse(v.Model()); err != nil {
@@ -205,7 +230,7 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 			if f == nil {
 				return fmt.Errorf("%w: node %s: model %s has no field %s", ErrInvalidSpec, typ.Name(), stmt.Schema.Name, sf.Name)
 			}
-			if !f.FieldType.ConvertibleTo(sf.Type) {
+			if !fieldFits(f.FieldType, sf.Type) {
 				return fmt.Errorf("%w: node %s: field %s is %s, model %s has %s", ErrInvalidSpec, typ.Name(), sf.Name, sf.Type, stmt.Schema.Name, f.FieldType)
 			}
 			mn.fields = append(mn.fields, f.Name)
@@ -218,6 +243,18 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 		return fmt.Errorf("%w: node %s is neither a ModelInvalidNode nor an M2MInvalidNode", ErrInvalidSpec, typ.Name())
 	}
 	return nil
+}
+
+// fieldFits reports whether a model field of type from can fill a node
+// field of type to: by conversion between like kinds, or as text.
+func fieldFits(from, to reflect.Type) bool {
+	if to.Kind() == reflect.String {
+		return true
+	}
+	if !from.ConvertibleTo(to) {
+		return false
+	}
+	return from.Kind() != reflect.String || to.Kind() == reflect.String || to.Kind() == reflect.Interface
 }
 
 // rowGroups returns the groups to invalidate for rows of sch held in v (a

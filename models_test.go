@@ -228,6 +228,21 @@ func TestModelInvalidNode(t *testing.T) {
 			b1.mustHit(t, "go@1")
 		})
 	}
+	t.Run("string field from a numeric column", func(t *testing.T) {
+		// A string node field gets the number as text: user 65 is "65",
+		// never the rune "A".
+		p, _ := newPlugin(t, cacheme.Settings{})
+		ok(t, p.RegisterNodes(InvalidUserTextNode{}))
+		e := newEnvOn(t, p, gorm.Config{})
+		seed(t, e.db)
+		n := newProbe(t, e.p, "n", userName(e.db, 1), InvalidUserTextNode{ID: "1"}.Key())
+		n.warm(t)
+		ok(t, e.db.Model(&User{}).Where("id = ?", 1).Update("name", "ann2").Error)
+		n.mustMiss(t, "ann2")
+		got, err := cacheme.FillNode[InvalidUserTextNode](e.p, &User{ID: 65})
+		ok(t, err)
+		equals(t, got.Key(), "usertext:65")
+	})
 	t.Run("Create", func(t *testing.T) {
 		e := newEnv(t, cacheme.Settings{}, gorm.Config{})
 		n1 := newProbe(t, e.p, "n1", userName(e.db, 1), InvalidUserModelNode{ID: 1}.Key())

@@ -21,6 +21,7 @@ func TestNewInvalidSettings(t *testing.T) {
 		{"TTL under 1ms", cacheme.Settings{TTL: 999 * time.Microsecond}},
 		{"negative LeaseTTL", cacheme.Settings{LeaseTTL: -time.Second}},
 		{"LeaseTTL under 1ms", cacheme.Settings{LeaseTTL: time.Nanosecond}},
+		{"negative FlushTimeout", cacheme.Settings{FlushTimeout: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,14 +47,14 @@ func TestNewSettings(t *testing.T) {
 	}{
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
 			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
-			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, Codec: cacheme.MsgpackCodec{},
+			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, Codec: cacheme.MsgpackCodec{},
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
-			TTL: time.Millisecond, LeaseTTL: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
-			TTL: time.Millisecond, LeaseTTL: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 		}},
 	}
 	for _, tt := range tests {

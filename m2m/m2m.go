@@ -152,8 +152,34 @@ func (r *Relation) KeysOf(pairs []Pair) []string {
 		owners = append(owners, p.Owner)
 		related = append(related, p.Related)
 	}
-	keys := r.Owner.Keys(dedupe(owners))
-	return append(keys, r.Related.Keys(dedupe(related))...)
+	keys := r.Owner.Keys(r.Owner.ids(owners))
+	return append(keys, r.Related.Keys(r.Related.ids(related))...)
+}
+
+// ids returns the distinct keys in ids, each of the type of the side's
+// primary key (drivers return int64 where the model has uint), so that a
+// key function sees one type whatever write produced the ids.
+func (s Side) ids(ids []any) []any {
+	var pk reflect.Type
+	if f := s.Schema.PrioritizedPrimaryField; f != nil {
+		pk = f.FieldType
+	}
+	for i, id := range ids {
+		v := reflect.ValueOf(id)
+		if pk == nil || !v.IsValid() || v.Type() == pk {
+			continue
+		}
+		if numeric(v.Kind()) && numeric(pk.Kind()) || v.Kind() == reflect.String && pk.Kind() == reflect.String {
+			ids[i] = v.Convert(pk).Interface()
+		} else if b, ok := id.([]byte); ok && pk.Kind() == reflect.String {
+			ids[i] = string(b)
+		}
+	}
+	return dedupe(ids)
+}
+
+func numeric(k reflect.Kind) bool {
+	return k >= reflect.Int && k <= reflect.Uint64
 }
 
 func each(v reflect.Value, fn func(reflect.Value)) {

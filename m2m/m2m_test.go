@@ -268,6 +268,15 @@ func TestKeysOf(t *testing.T) {
 			if len(tt.pairs) == 0 && len(calls) != 0 {
 				t.Fatalf("key functions called %d times for no pairs; want 0", len(calls))
 			}
+			// Key functions get ids of the side's primary key type (uint),
+			// whatever type the driver or the join row gave.
+			for _, ids := range calls {
+				for _, id := range ids {
+					if _, isUint := id.(uint); !isUint {
+						t.Fatalf("key function got id %v of type %T; want uint", id, id)
+					}
+				}
+			}
 		})
 	}
 }
