@@ -108,6 +108,11 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 // bypass handles a Redis failure before the function ran: fail-open calls
 // the function without the cache, fail-closed returns the error.
 func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, error) {
+	if ctx.Err() != nil {
+		// The caller gave up: not a Redis failure, and no reason to run.
+		var zero R
+		return zero, ctx.Err()
+	}
 	p.reg.add(l.tagC, redisErrors, 1)
 	if p.set.FailClosed {
 		var zero R

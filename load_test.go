@@ -779,3 +779,18 @@ func TestLoadRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadCancelledContext checks that a call whose context is cancelled
+// returns the context's error, without running the function and without
+// counting a Redis error.
+func TestLoadCancelledContext(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	var c counter
+	f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "cancelled" }}, c.fn)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f(ctx, 1)
+	isErr(t, err, context.Canceled)
+	equals(t, c.n.Load(), int64(0))
+	equals(t, p.Stats().Total.RedisErrors, int64(0))
+}

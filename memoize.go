@@ -59,8 +59,9 @@ type Spec[A, R any] struct {
 	// (package.Function).
 	Tag string
 
-	// Hit, if set, is called when a valid cached value is returned by the
-	// first read (not after waiting for another caller).
+	// Hit, if set, is called when the first read returns a cached value: a
+	// valid one, or a stale one served while another caller recomputes it
+	// (not after waiting for another caller).
 	Hit func(ctx context.Context, key string, args A, result R)
 
 	// Miss, if set, is called just before the function runs to fill the

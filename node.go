@@ -39,6 +39,9 @@ func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn 
 	if p == nil || fn == nil || spec.Node == nil {
 		return nil, fmt.Errorf("%w: nil plugin, function or Node", ErrInvalidSpec)
 	}
+	if reflect.TypeFor[N]().Kind() == reflect.Interface {
+		return nil, fmt.Errorf("%w: the node type must be concrete, not the interface %v", ErrInvalidSpec, reflect.TypeFor[N]())
+	}
 	tag := nodeTag[N]()
 	tagC := p.reg.register(tag)
 	return func(ctx context.Context, args A) (R, error) {
@@ -88,9 +91,13 @@ type NodeManager[N nodes.Node, R any] struct {
 }
 
 // Nodes returns the manager of node type N, and registers N's tag.
+// N must be a concrete node type (a struct or a pointer to one), not an
+// interface.
 func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
 	tag := nodeTag[N]()
-	p.reg.register(tag)
+	if p != nil {
+		p.reg.register(tag)
+	}
 	return NodeManager[N, R]{p: p, tag: tag}
 }
 
@@ -99,6 +106,9 @@ func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
 // expired or invalidated.
 func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 	var zero R
+	if m.p == nil {
+		return zero, errNoPlugin
+	}
 	if err := nodes.Check(n); err != nil {
 		return zero, err
 	}
@@ -118,16 +128,24 @@ func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 
 // Invalidate invalidates the cached value of n.
 func (m NodeManager[N, R]) Invalidate(ctx context.Context, n N) (int, error) {
+	if m.p == nil {
+		return 0, errNoPlugin
+	}
 	return m.p.InvalidateNodes(ctx, n)
 }
 
 // InvalidateAll invalidates every cached value of node type N (its tag).
 func (m NodeManager[N, R]) InvalidateAll(ctx context.Context) (int, error) {
+	if m.p == nil {
+		return 0, errNoPlugin
+	}
 	return m.p.InvalidateTag(ctx, m.tag)
 }
 
 // Tag returns the tag of node type N: its type name.
 func (m NodeManager[N, R]) Tag() string { return m.tag }
+
+var errNoPlugin = fmt.Errorf("%w: NodeManager of a nil plugin", ErrInvalidSpec)
 
 func nodeTag[N nodes.Node]() string {
 	return nodes.Name(reflect.Zero(reflect.TypeFor[N]()).Interface())

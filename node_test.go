@@ -493,3 +493,21 @@ func TestWrapNodeSkip(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeSpecErrors checks misuses that must be errors, never panics: an
+// interface as node type, and a manager of a nil plugin.
+func TestNodeSpecErrors(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	_, err := cacheme.WrapNode(p, cacheme.NodeSpec[int, nodes.Node, int]{
+		Node: func(id int) nodes.Node { return TestNodeDynamic{ID: id} },
+	}, func(context.Context, int) (int, error) { return 0, nil })
+	isErr(t, err, cacheme.ErrInvalidSpec)
+
+	m := cacheme.Nodes[TestNodeDynamic, int](nil)
+	_, err = m.Get(context.Background(), TestNodeDynamic{ID: 1})
+	isErr(t, err, cacheme.ErrInvalidSpec)
+	_, err = m.Invalidate(context.Background(), TestNodeDynamic{ID: 1})
+	isErr(t, err, cacheme.ErrInvalidSpec)
+	_, err = m.InvalidateAll(context.Background())
+	isErr(t, err, cacheme.ErrInvalidSpec)
+}

@@ -22,8 +22,8 @@ type Counters struct {
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.
 type Stats struct {
-	Total Counters
-	Tags  map[string]Counters
+	Total Counters            // every operation of the plugin
+	Tags  map[string]Counters // by tag; invalidations count here only through InvalidateTag
 }
 
 // counters holds live counters; every field is updated atomically.

@@ -121,7 +121,10 @@ func Resolve(db *gorm.DB, t Table) (*Relation, error) {
 }
 
 // Pair is one join row: a key of the owner side and one of the related side.
-type Pair struct{ Owner, Related any }
+type Pair struct {
+	Owner   any // primary key of the owner side's row
+	Related any // primary key of the related side's row
+}
 
 // PairsOf reads the join rows in v (a join-table struct, or a slice or array
 // of them or of pointers to them) as parsed by sch.
