@@ -7,6 +7,8 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
+
+	"github.com/gormcacheme/cacheme/m2m"
 )
 
 // callbacks is the registration table of the plugin's GORM callbacks. The
@@ -84,7 +86,7 @@ func (p *Plugin) beforeCreate(db *gorm.DB) {
 		cols = sch.PrimaryFieldDBNames
 	}
 	var ors []clause.Expression
-	eachRow(db.Statement.ReflectValue, func(row reflect.Value) {
+	m2m.EachRow(db.Statement.ReflectValue, func(row reflect.Value) {
 		var and []clause.Expression
 		for _, col := range cols {
 			f := sch.LookUpField(col)

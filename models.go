@@ -266,7 +266,7 @@ func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, v reflect.Va
 	p.bind.mu.RLock()
 	mns := p.bind.byModel[sch.Table]
 	p.bind.mu.RUnlock()
-	eachRow(v, func(row reflect.Value) {
+	m2m.EachRow(v, func(row reflect.Value) {
 		groups = append(groups, cacheKeys(row)...)
 		for _, mn := range mns {
 			n := reflect.New(mn.typ).Elem()
@@ -385,20 +385,6 @@ func subQuery(db *gorm.DB) *gorm.DB {
 	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: db.Statement.Context})
 	q.Statement.ConnPool = db.Statement.ConnPool
 	return q.Unscoped()
-}
-
-func eachRow(v reflect.Value, fn func(reflect.Value)) {
-	v = reflect.Indirect(v)
-	switch v.Kind() {
-	case reflect.Slice, reflect.Array:
-		for i := 0; i < v.Len(); i++ {
-			if e := reflect.Indirect(v.Index(i)); e.Kind() == reflect.Struct {
-				fn(e)
-			}
-		}
-	case reflect.Struct:
-		fn(v)
-	}
 }
 
 // InvalidateModels invalidates what a write of the given rows would: the

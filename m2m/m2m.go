@@ -134,7 +134,7 @@ func (r *Relation) PairsOf(sch *schema.Schema, v reflect.Value) []Pair {
 		return nil
 	}
 	var out []Pair
-	each(v, func(row reflect.Value) {
+	EachRow(v, func(row reflect.Value) {
 		o, oz := of.ValueOf(context.Background(), row)
 		rel, rz := rf.ValueOf(context.Background(), row)
 		if !oz && !rz {
@@ -185,7 +185,9 @@ func numeric(k reflect.Kind) bool {
 	return k >= reflect.Int && k <= reflect.Uint64
 }
 
-func each(v reflect.Value, fn func(reflect.Value)) {
+// EachRow calls fn for each struct row in v: a struct, a pointer to one, or
+// a slice or array of structs or of pointers to them.
+func EachRow(v reflect.Value, fn func(reflect.Value)) {
 	v = reflect.Indirect(v)
 	switch v.Kind() {
 	case reflect.Slice, reflect.Array:

@@ -1,0 +1,114 @@
+package cacheme_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/m2m"
+)
+
+// Reader and Novel are the example's models: a reader has many novels and
+// a novel many readers.
+type Reader struct {
+	ID     uint
+	Name   string
+	Novels []Novel `gorm:"many2many:reader_novels"`
+}
+
+// CacheKey names the group of everything cached about the reader.
+func (r Reader) CacheKey() string { return fmt.Sprintf("Reader:%d", r.ID) }
+
+// Novel is a book a reader reads.
+type Novel struct {
+	ID    uint
+	Title string
+}
+
+// The GORM plugin: a write through GORM, here an association append,
+// invalidates the memoized "novels of a reader" after its commit.
+func ExamplePlugin() {
+	m, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	dir, err := os.MkdirTemp("", "cacheme-example")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := gorm.Open(sqlite.Open(filepath.Join(dir, "example.db")), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+
+	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
+	if err != nil {
+		panic(err)
+	}
+	ids := func(format string) m2m.KeyFunc {
+		return func(ids []any) []string {
+			keys := make([]string, len(ids))
+			for i, id := range ids {
+				keys[i] = fmt.Sprintf(format, id)
+			}
+			return keys
+		}
+	}
+	if err := p.RegisterM2M(m2m.Table{Model: &Reader{}, Field: "Novels", Keys: map[string]m2m.KeyFunc{
+		"Reader": ids("Reader:%v:novels"), "Novel": ids("Novel:%v:readers"),
+	}}); err != nil {
+		panic(err)
+	}
+	if err := db.Use(p); err != nil {
+		panic(err)
+	}
+	if err := db.AutoMigrate(&Reader{}, &Novel{}); err != nil {
+		panic(err)
+	}
+
+	novelsOf, err := cacheme.Wrap(p, cacheme.Spec[uint, []string]{
+		Key:         func(id uint) string { return fmt.Sprintf("reader:%d>novels", id) },
+		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Reader:%d:novels", id)} },
+	}, func(ctx context.Context, id uint) ([]string, error) {
+		fmt.Println("loading novels of reader", id)
+		var novels []Novel
+		err := db.WithContext(ctx).Model(&Reader{ID: id}).Association("Novels").Find(&novels)
+		titles := []string{}
+		for _, n := range novels {
+			titles = append(titles, n.Title)
+		}
+		return titles, err
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	ctx := context.Background()
+	ann, dune := Reader{Name: "ann"}, Novel{Title: "Dune"}
+	db.Create(&ann)
+	db.Create(&dune)
+	fmt.Println(novelsOf(ctx, ann.ID)) // computes
+	fmt.Println(novelsOf(ctx, ann.ID)) // cached
+	if err := db.Model(&ann).Association("Novels").Append(&dune); err != nil {
+		panic(err)
+	}
+	fmt.Println(novelsOf(ctx, ann.ID)) // invalidated by the append: computes
+	// Output:
+	// loading novels of reader 1
+	// [] <nil>
+	// [] <nil>
+	// loading novels of reader 1
+	// [Dune] <nil>
+}
