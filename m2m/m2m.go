@@ -97,11 +97,14 @@ func Resolve(db *gorm.DB, t Table) (*Relation, error) {
 		if ref.PrimaryKey == nil || ref.ForeignKey == nil {
 			continue
 		}
+		col := &r.Related.Column
 		if ref.OwnPrimaryKey {
-			r.Owner.Column = ref.ForeignKey.DBName
-		} else {
-			r.Related.Column = ref.ForeignKey.DBName
+			col = &r.Owner.Column
 		}
+		if *col != "" {
+			return nil, fmt.Errorf("%w: %s.%s: composite primary keys are not supported (join table %s)", ErrInvalid, sch.Name, t.Field, r.JoinTable)
+		}
+		*col = ref.ForeignKey.DBName
 	}
 	if r.Owner.Column == "" || r.Related.Column == "" {
 		return nil, fmt.Errorf("%w: %s.%s: join table %s has no key column for both sides", ErrInvalid, sch.Name, t.Field, r.JoinTable)

@@ -40,6 +40,13 @@ type Post struct {
 
 type Tag struct{ ID uint }
 
+// Shelf has a composite primary key.
+type Shelf struct {
+	Room  string `gorm:"primaryKey"`
+	Row   int    `gorm:"primaryKey"`
+	Books []Book `gorm:"many2many:shelf_books"`
+}
+
 // Person is on both sides of a relation.
 type Person struct {
 	ID      uint
@@ -106,6 +113,9 @@ func TestResolveErrors(t *testing.T) {
 		}}},
 		{"Keys entry of another model", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
 			"Book": keys("Book:%v:users"), "User": keys("User:%v:books"), "Author": keys("a%v"),
+		}}},
+		{"composite primary key", m2m.Table{Model: &Shelf{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
+			"Shelf": keys("Shelf:%v:books"), "Book": keys("Book:%v:shelves"),
 		}}},
 		{"Keys entry by table name", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
 			"books": keys("Book:%v:users"), "users": keys("User:%v:books"),
