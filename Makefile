@@ -1,7 +1,8 @@
-# Targets: test (hermetic), race (hermetic, race detector), integration (real
-# Redis and PostgreSQL), cluster (local 3-master Redis Cluster), bench, lint,
-# demo. The hermetic targets unset the CACHEME_TEST_* variables, so they pass
-# on a machine with nothing running (Redis is miniredis, in-process).
+# Targets: test, race (the same with the race detector), integration (race,
+# against the local Redis and PostgreSQL), cluster (local 3-master Redis
+# Cluster), bench, lint, demo. test and race are hermetic (miniredis, SQLite)
+# unless CACHEME_TEST_REDIS / CACHEME_TEST_POSTGRES are set, so they pass on
+# a machine with nothing running.
 
 GO           ?= go
 TIMEOUT      ?= 10m
@@ -9,15 +10,13 @@ REDIS_URL    ?= redis://127.0.0.1:6379/0
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 CLUSTER      ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 
-HERMETIC = env -u CACHEME_TEST_REDIS -u CACHEME_TEST_POSTGRES -u CACHEME_TEST_REDIS_CLUSTER
-
 .PHONY: test race integration cluster bench lint demo
 
 test:
-	$(HERMETIC) $(GO) test -count=1 -timeout $(TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TIMEOUT) ./...
 
 race:
-	$(HERMETIC) $(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
 
 integration:
 	CACHEME_TEST_REDIS='$(REDIS_URL)' CACHEME_TEST_POSTGRES='$(POSTGRES_URL)' \

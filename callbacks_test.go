@@ -133,7 +133,7 @@ func countPluginReads(t *testing.T, db *gorm.DB) *atomic.Int64 {
 	t.Helper()
 	var n atomic.Int64
 	ok(t, db.Callback().Query().Before("gorm:query").Register("test:count_plugin_reads", func(db *gorm.DB) {
-		if db.Statement.SkipHooks {
+		if s := db.Statement; s.SkipHooks {
 			n.Add(1)
 		}
 	}))
