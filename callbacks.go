@@ -61,7 +61,6 @@ type writeState struct {
 	rows   reflect.Value // the rows read before the write (a slice), if read
 	groups []string      // groups of the rows as they were before the write
 	pks    []any         // their primary keys (single-column keys), or nil
-	read   bool          // whether the affected rows were read
 }
 
 // beforeCreate reads the rows an upsert may overwrite.
@@ -154,7 +153,7 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 		db.AddError(fmt.Errorf("cacheme: reading the rows the statement changes: %w", err))
 		return
 	}
-	st := &writeState{read: true, rows: rows.Elem()}
+	st := &writeState{rows: rows.Elem()}
 	if p.isJoinTable(sch) {
 		st.groups = p.joinGroups(sch, rows)
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -174,6 +175,8 @@ func (p *Plugin) wrapPool(db *gorm.DB) {
 // enqueue schedules the invalidation of groups for after the statement's
 // commit: at once when the statement runs outside a transaction.
 func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
+	slices.Sort(groups)
+	groups = slices.Compact(groups)
 	if len(groups) == 0 {
 		return
 	}

@@ -68,6 +68,11 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 			// Undecodable: report, drop it, and compute afresh.
 			p.reg.add(l.tagC, corrupt, 1)
 			p.report(ctx, fmt.Errorf("%s: %w", l.e, derr))
+			if attempt >= p.set.HerdRetryCount {
+				// Another writer keeps storing what this one cannot read
+				// (a different codec): compute without the cache.
+				return l.fn(ctx)
+			}
 			if _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
 				return bypass(ctx, p, l, err)
 			}
