@@ -3,6 +3,7 @@ package cacheme
 import (
 	"fmt"
 	"reflect"
+	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -13,30 +14,42 @@ import (
 
 // callbacks is the registration table of the plugin's GORM callbacks. The
 // "before" callbacks read the rows a statement is about to change (in its
-// transaction), the "after" ones collect what changed; the groups are
-// invalidated after the transaction commits (see commit.go).
+// transaction); the "after" ones, placed after the write and its
+// associations but before the models' After* hooks (whose errors must not
+// lose a committed write's invalidation), collect what changed. The groups
+// are invalidated after the transaction commits (see commit.go); a rollback
+// drops them.
 var callbacks = []struct {
 	name     string
 	register registerFunc
 	fn       func(p *Plugin, db *gorm.DB)
 }{
+	{Name + ":track_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Create().Before("gorm:begin_transaction").Register(n, f)
+	}, (*Plugin).trackConn},
+	{Name + ":track_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Update().Before("gorm:begin_transaction").Register(n, f)
+	}, (*Plugin).trackConn},
+	{Name + ":track_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
+		return db.Callback().Delete().Before("gorm:begin_transaction").Register(n, f)
+	}, (*Plugin).trackConn},
 	{Name + ":before_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
 		return db.Callback().Create().Before("gorm:create").Register(n, f)
 	}, (*Plugin).beforeCreate},
 	{Name + ":after_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Create().After("gorm:create").Register(n, f)
+		return db.Callback().Create().Before("gorm:after_create").Register(n, f)
 	}, (*Plugin).afterCreate},
 	{Name + ":before_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
 		return db.Callback().Update().Before("gorm:update").Register(n, f)
 	}, (*Plugin).beforeUpdate},
 	{Name + ":after_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Update().After("gorm:update").Register(n, f)
+		return db.Callback().Update().Before("gorm:after_update").Register(n, f)
 	}, (*Plugin).afterUpdate},
 	{Name + ":before_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
 		return db.Callback().Delete().Before("gorm:delete").Register(n, f)
 	}, (*Plugin).beforeDelete},
 	{Name + ":after_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Delete().After("gorm:delete").Register(n, f)
+		return db.Callback().Delete().Before("gorm:after_delete").Register(n, f)
 	}, (*Plugin).afterDelete},
 }
 
@@ -54,13 +67,14 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	return nil
 }
 
-// stateKey holds, per statement, the groups found before the write.
+// stateKey holds, per statement, what the before callbacks found.
 const stateKey = Name + ":state"
 
 type writeState struct {
 	rows   reflect.Value // the rows read before the write (a slice), if read
 	groups []string      // groups of the rows as they were before the write
-	pks    []any         // their primary keys (single-column keys), or nil
+	pks    []any         // their primary keys, one value (or []any) per row
+	upsert bool          // an upsert that may update existing rows
 }
 
 // beforeCreate reads the rows an upsert may overwrite.
@@ -100,10 +114,15 @@ func (p *Plugin) beforeCreate(db *gorm.DB) {
 		}
 		ors = append(ors, clause.And(and...))
 	})
-	if len(ors) == 0 {
-		return
+	st := &writeState{upsert: true}
+	if len(ors) > 0 {
+		st = p.readAffected(db, []clause.Expression{clause.Or(ors...)}, false)
+		if st == nil {
+			return
+		}
+		st.upsert = true
 	}
-	p.readAffected(db, []clause.Expression{clause.Or(ors...)}, false)
+	db.InstanceSet(stateKey, st)
 }
 
 func (p *Plugin) beforeUpdate(db *gorm.DB) { p.beforeWrite(db, false) }
@@ -125,24 +144,41 @@ func (p *Plugin) beforeWrite(db *gorm.DB, partners bool) {
 			conds = append(conds, w.Exprs...)
 		}
 	}
+	// GORM adds the primary keys of the destination, and of a distinct
+	// Model (db.Model(&u).Delete(&User{})), to the statement's conditions.
 	sch := db.Statement.Schema
-	if rv := db.Statement.ReflectValue; rv.IsValid() && len(sch.PrimaryFields) > 0 {
-		if k := reflect.Indirect(rv).Kind(); k == reflect.Struct || k == reflect.Slice || k == reflect.Array {
-			_, values := schema.GetIdentityFieldValuesMap(db.Statement.Context, rv, sch.PrimaryFields)
-			if column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, values); len(vals) > 0 {
-				conds = append(conds, clause.IN{Column: column, Values: vals})
-			}
+	pkCond := func(v reflect.Value) {
+		if !v.IsValid() || len(sch.PrimaryFields) == 0 {
+			return
 		}
+		if k := reflect.Indirect(v).Kind(); k != reflect.Struct && k != reflect.Slice && k != reflect.Array {
+			return
+		}
+		if t := reflect.Indirect(v).Type(); t != sch.ModelType && (t.Kind() != reflect.Slice && t.Kind() != reflect.Array) {
+			return
+		}
+		_, values := schema.GetIdentityFieldValuesMap(db.Statement.Context, v, sch.PrimaryFields)
+		if column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, values); len(vals) > 0 {
+			conds = append(conds, clause.IN{Column: column, Values: vals})
+		}
+	}
+	pkCond(db.Statement.ReflectValue)
+	if mv, dv := reflect.ValueOf(db.Statement.Model), reflect.ValueOf(db.Statement.Dest); mv.Kind() == reflect.Pointer &&
+		(dv.Kind() != reflect.Pointer || dv.Pointer() != mv.Pointer()) {
+		pkCond(mv)
 	}
 	if len(conds) == 0 && !db.AllowGlobalUpdate {
 		return // GORM refuses the statement (ErrMissingWhereClause)
 	}
-	p.readAffected(db, conds, partners)
+	if st := p.readAffected(db, conds, partners); st != nil {
+		db.InstanceSet(stateKey, st)
+	}
 }
 
-// readAffected reads the rows matching conds and records their groups. If
-// partners, the many-to-many keys of their join rows too.
-func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners bool) {
+// readAffected reads the rows matching conds and returns their state: their
+// groups and, if partners, the many-to-many keys of their join rows too. It
+// returns nil after adding an error to the statement.
+func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners bool) *writeState {
 	sch := db.Statement.Schema
 	rows := reflect.New(reflect.SliceOf(sch.ModelType))
 	q := sameTable(subQuery(db), db)
@@ -151,39 +187,49 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 	}
 	if err := q.Find(rows.Interface()).Error; err != nil {
 		db.AddError(fmt.Errorf("cacheme: reading the rows the statement changes: %w", err))
-		return
+		return nil
 	}
 	st := &writeState{rows: rows.Elem()}
-	if p.isJoinTable(sch) {
+	if p.isJoinTable(sch.Table) {
 		st.groups = p.joinGroups(sch, rows)
-	} else {
-		st.groups = p.rowGroups(db.Statement.Context, sch, rows)
-		st.pks = primaryKeys(db, sch, rows)
-		if partners {
-			g, err := p.partnerGroups(db, sch, st.pks)
-			if err != nil {
-				db.AddError(fmt.Errorf("cacheme: reading many-to-many rows: %w", err))
-				return
-			}
-			st.groups = append(st.groups, g...)
-		}
+		return st
 	}
-	db.InstanceSet(stateKey, st)
+	st.groups = p.rowGroups(db.Statement.Context, sch, writtenTable(db), rows)
+	st.pks = primaryKeys(db, sch, rows)
+	if partners {
+		g, err := p.partnerGroups(db, sch, st.pks)
+		if err != nil {
+			db.AddError(fmt.Errorf("cacheme: reading many-to-many rows: %w", err))
+			return nil
+		}
+		st.groups = append(st.groups, g...)
+	}
+	return st
 }
 
 // afterCreate collects the groups of the created rows, or of the join rows
-// of a registered many-to-many relation.
+// of a registered many-to-many relation; after an upsert, also of the rows
+// as the database now holds them (DoUpdates may have set other values).
 func (p *Plugin) afterCreate(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	sch := db.Statement.Schema
-	groups := p.state(db).groups
-	if p.isJoinTable(sch) {
-		groups = append(groups, TableGroup(sch.Table))
-		groups = append(groups, p.joinGroups(sch, db.Statement.ReflectValue)...)
-	} else {
-		groups = append(groups, p.rowGroups(db.Statement.Context, sch, db.Statement.ReflectValue)...)
+	st := p.state(db)
+	groups := append([]string{TableGroup(writtenTable(db))}, st.groups...)
+	rows := createdRows(db)
+	if p.isJoinTable(sch.Table) {
+		p.enqueue(db, append(groups, p.joinGroups(sch, rows)...))
+		return
+	}
+	groups = append(groups, p.rowGroups(db.Statement.Context, sch, writtenTable(db), rows)...)
+	if st.upsert && db.Error == nil {
+		pks := append(primaryKeys(db, sch, rows), st.pks...)
+		g, ok := p.rereadGroups(db, sch, pks)
+		if !ok {
+			return
+		}
+		groups = append(groups, g...)
 	}
 	p.enqueue(db, groups)
 }
@@ -192,40 +238,70 @@ func (p *Plugin) afterCreate(db *gorm.DB) {
 // update, so that a key that depends on a changed column is invalidated
 // under its old and its new value.
 func (p *Plugin) afterUpdate(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	st := p.state(db)
-	groups := append([]string{TableGroup(db.Statement.Schema.Table)}, st.groups...)
 	sch := db.Statement.Schema
-	// The rows as the statement's literal assignments make them: this
-	// catches new values the re-read below cannot find (a changed primary
-	// key, a join row moved to another partner).
+	groups := append([]string{TableGroup(writtenTable(db))}, st.groups...)
+	// The rows as the statement's plain new values make them: this catches
+	// new values the re-read below cannot find (a changed primary key, a
+	// join row moved to another partner).
 	if moved, ok := overlay(db, sch, st.rows); ok {
-		if p.isJoinTable(sch) {
+		if p.isJoinTable(sch.Table) {
 			groups = append(groups, p.joinGroups(sch, moved)...)
 		} else {
-			groups = append(groups, p.rowGroups(db.Statement.Context, sch, moved)...)
+			groups = append(groups, p.rowGroups(db.Statement.Context, sch, writtenTable(db), moved)...)
 		}
 	}
-	if len(st.pks) > 0 && !p.isJoinTable(sch) {
-		rows := reflect.New(reflect.SliceOf(sch.ModelType))
-		column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, pkRows(st.pks))
-		if err := sameTable(subQuery(db), db).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
-			db.AddError(fmt.Errorf("cacheme: reading the updated rows: %w", err))
+	if db.Error == nil && !p.isJoinTable(sch.Table) {
+		g, ok := p.rereadGroups(db, sch, st.pks)
+		if !ok {
 			return
 		}
-		groups = append(groups, p.rowGroups(db.Statement.Context, sch, rows)...)
+		groups = append(groups, g...)
 	}
 	p.enqueue(db, groups)
 }
 
+// rereadGroups reads the rows with the given primary keys as the statement
+// left them, in chunks, and returns their groups. It reports false after
+// adding an error to the statement.
+func (p *Plugin) rereadGroups(db *gorm.DB, sch *schema.Schema, pks []any) ([]string, bool) {
+	var groups []string
+	for _, chunk := range chunks(pkRows(pks), maxParams/max(1, len(sch.PrimaryFieldDBNames))) {
+		rows := reflect.New(reflect.SliceOf(sch.ModelType))
+		column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, chunk)
+		if err := sameTable(subQuery(db), db).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
+			db.AddError(fmt.Errorf("cacheme: reading the written rows: %w", err))
+			return nil, false
+		}
+		groups = append(groups, p.rowGroups(db.Statement.Context, sch, writtenTable(db), rows)...)
+	}
+	return groups, true
+}
+
+// maxParams bounds the values of one IN list the plugin sends (SQLite
+// allows 32766 parameters, PostgreSQL 65535).
+const maxParams = 1000
+
+// chunks splits rows into slices of at most n.
+func chunks[T any](rows []T, n int) [][]T {
+	var out [][]T
+	for len(rows) > 0 {
+		k := min(n, len(rows))
+		out = append(out, rows[:k])
+		rows = rows[k:]
+	}
+	return out
+}
+
 // afterDelete collects the groups found before the delete.
 func (p *Plugin) afterDelete(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) || db.Error != nil {
+	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
-	p.enqueue(db, append([]string{TableGroup(db.Statement.Schema.Table)}, p.state(db).groups...))
+	p.enqueue(db, append([]string{TableGroup(writtenTable(db))}, p.state(db).groups...))
 }
 
 // active reports whether the plugin handles the statement.
@@ -241,10 +317,54 @@ func (p *Plugin) tableOnly(db *gorm.DB) bool {
 	if db.Statement.Schema != nil {
 		return false
 	}
-	if db.Error == nil && db.Statement.Table != "" {
-		p.enqueue(db, []string{TableGroup(db.Statement.Table)})
+	if db.Statement.Table != "" {
+		p.enqueue(db, []string{TableGroup(writtenTable(db))})
 	}
 	return true
+}
+
+// writtenTable returns the name of the table the statement writes, without
+// an alias: db.Table("archive") writes archive, db.Table("users AS u")
+// users.
+func writtenTable(db *gorm.DB) string {
+	if e := db.Statement.TableExpr; e != nil {
+		if f := strings.Fields(e.SQL); len(f) > 0 {
+			return strings.Trim(f[0], "`\"")
+		}
+	}
+	if db.Statement.Table != "" {
+		return db.Statement.Table
+	}
+	return db.Statement.Schema.Table
+}
+
+// createdRows returns the rows a create wrote: the destination's structs,
+// or, for a map or a slice of maps (Model(&User{}).Create(map)), rows of the
+// model built from them (GORM writes the new primary key into the map).
+func createdRows(db *gorm.DB) reflect.Value {
+	var maps []map[string]any
+	switch d := db.Statement.Dest.(type) {
+	case map[string]any:
+		maps = []map[string]any{d}
+	case *map[string]any:
+		maps = []map[string]any{*d}
+	case []map[string]any:
+		maps = d
+	case *[]map[string]any:
+		maps = *d
+	default:
+		return db.Statement.ReflectValue
+	}
+	sch := db.Statement.Schema
+	rows := reflect.MakeSlice(reflect.SliceOf(sch.ModelType), len(maps), len(maps))
+	for i, m := range maps {
+		for k, v := range m {
+			if f := sch.LookUpField(k); f != nil {
+				_ = f.Set(db.Statement.Context, rows.Index(i), v)
+			}
+		}
+	}
+	return rows
 }
 
 func (p *Plugin) state(db *gorm.DB) *writeState {
@@ -256,10 +376,8 @@ func (p *Plugin) state(db *gorm.DB) *writeState {
 	return &writeState{}
 }
 
-func (p *Plugin) isJoinTable(sch *schema.Schema) bool {
-	p.bind.mu.RLock()
-	defer p.bind.mu.RUnlock()
-	return len(p.bind.m2m[sch.Table]) > 0
+func (p *Plugin) isJoinTable(table string) bool {
+	return len(p.joinBindings(table)) > 0
 }
 
 // primaryKeys returns the primary key values of rows, one []any per row.

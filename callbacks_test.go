@@ -2,11 +2,13 @@ package cacheme_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -205,7 +207,7 @@ var writeCases = []writeCase{
 		},
 		miss:  map[string]string{"user1": "ann2", "user2": "bob2", "users": "ann2,bob2,cy"},
 		hit:   []string{"user3", "u1books", "books"},
-		reads: 1,
+		reads: 2, // the rows before, and as the upsert left them
 	},
 	{
 		name: "Save moves a book to another author",
@@ -379,7 +381,7 @@ var writeCases = []writeCase{
 		},
 		miss:  map[string]string{"user1": "ann2", "users": "ann2,bob,cy"},
 		hit:   []string{"user2", "books"},
-		reads: 1,
+		reads: 2, // the rows before, and as the upsert left them
 	},
 	{
 		name: "upsert UpdateAll moves a book to another author",
@@ -388,7 +390,7 @@ var writeCases = []writeCase{
 		},
 		miss:  map[string]string{"book1": "go@2", "author1": "sql", "author2": "go,redis"},
 		hit:   []string{"book2", "book3", "u1books"},
-		reads: 1,
+		reads: 2, // the rows before, and as the upsert left them
 	},
 	{
 		name: "upsert DoUpdates on a unique column",
@@ -400,7 +402,20 @@ var writeCases = []writeCase{
 		},
 		miss:  map[string]string{"account1": "a@x A2", "accounts": "A2,B"},
 		hit:   []string{"account2", "users"},
-		reads: 1,
+		reads: 2, // the rows before, and as the upsert left them
+	},
+	{
+		name: "upsert DoUpdates with a literal value",
+		write: func(db *gorm.DB, _ seeded) error {
+			// The row as written says author 1; the database ends with 2.
+			return db.Clauses(clause.OnConflict{
+				Columns:   []clause.Column{{Name: "id"}},
+				DoUpdates: clause.Assignments(map[string]any{"author_id": 2}),
+			}).Create(&Book{ID: 1, Name: "go", AuthorID: 1}).Error
+		},
+		miss:  map[string]string{"book1": "go@2", "author1": "sql", "author2": "go,redis"},
+		hit:   []string{"book2", "book3", "u1books"},
+		reads: 2,
 	},
 	{
 		name: "upsert DoNothing",
@@ -693,4 +708,128 @@ func TestUpdatesWithStructValue(t *testing.T) {
 	pr.warm(t)
 	ok(t, e.db.Model(&User{ID: 1}).Updates(User{Name: "ann2"}).Error)
 	pr.mustMiss(t, "ann2")
+}
+
+// TestModelDelete checks db.Model(&u).Delete(&User{}): GORM deletes u by
+// the Model's primary key, and so u's keys and its partners' are
+// invalidated.
+func TestModelDelete(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	s := seed(t, e.db)
+	pr := newProbe(t, e.p, "user2", userName(e.db, 2), "User:2")
+	pb := newProbe(t, e.p, "b1users", usersOfBook(e.db, 1), "Book:1:users")
+	pr.warm(t)
+	pb.warm(t)
+	u := s.users[1]
+	res := e.db.Model(&u).Delete(&User{})
+	ok(t, res.Error)
+	equals(t, res.RowsAffected, int64(1))
+	pr.mustMiss(t, "<none>")
+	pb.mustMiss(t, "ann")
+}
+
+// TestWrittenTable checks that the table group of the table a statement
+// writes is invalidated, also when it is not the model's table.
+func TestWrittenTable(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	ddl := "CREATE TABLE archive (id integer PRIMARY KEY, name text, deleted_at timestamp)"
+	if e.db.Dialector.Name() == "postgres" {
+		ddl = "CREATE TABLE archive (id serial PRIMARY KEY, name text, deleted_at timestamp)"
+	}
+	ok(t, e.db.Exec(ddl).Error)
+	pr := newProbe(t, e.p, "archive", tableNames(e.db, "archive", "name"), cacheme.TableGroup("archive"))
+	pr.warm(t)
+	ok(t, e.db.Table("archive").Create(&User{Name: "old"}).Error)
+	pr.mustMiss(t, "old")
+}
+
+// TestCreateFromMap checks Model(&User{}).Create(map): the new row's key is
+// invalidated (GORM writes its primary key back into the map).
+func TestCreateFromMap(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	seed(t, e.db)
+	pr := newProbe(t, e.p, "user4", userName(e.db, 4), "User:4")
+	pr.warm(t)
+	ok(t, e.db.Model(&User{}).Create(map[string]any{"Name": "dan"}).Error)
+	pr.mustMiss(t, "dan")
+}
+
+// HookUser fails its AfterSave hook for the name "bad", after the row is
+// written.
+type HookUser struct {
+	ID   uint
+	Name string
+}
+
+func (u HookUser) CacheKey() string { return fmt.Sprintf("HookUser:%d", u.ID) }
+
+func (u *HookUser) AfterSave(*gorm.DB) error {
+	if u.Name == "bad" {
+		return errors.New("audit failed")
+	}
+	return nil
+}
+
+// TestAfterHookError checks that a model's After* hook error does not lose
+// the invalidation of a write that stays committed: without a transaction,
+// and in a db.Transaction that ignores the error and commits.
+func TestAfterHookError(t *testing.T) {
+	run := func(t *testing.T, cfg gorm.Config, write func(db *gorm.DB, u *HookUser) error) {
+		p, _ := newPlugin(t, cacheme.Settings{})
+		db := testDB(t, cfg)
+		ok(t, db.Use(p))
+		ok(t, db.AutoMigrate(&HookUser{}))
+		u := HookUser{Name: "a"}
+		ok(t, db.Create(&u).Error)
+		pr := newProbe(t, p, "hook", func(ctx context.Context) (string, error) {
+			var x HookUser
+			err := db.WithContext(ctx).First(&x, u.ID).Error
+			return x.Name, err
+		}, fmt.Sprintf("HookUser:%d", u.ID))
+		pr.warm(t)
+		_ = write(db, &u)
+		var x HookUser
+		ok(t, db.First(&x, u.ID).Error)
+		equals(t, x.Name, "bad") // committed despite the hook
+		pr.mustMiss(t, "bad")
+	}
+	t.Run("SkipDefaultTransaction", func(t *testing.T) {
+		run(t, gorm.Config{SkipDefaultTransaction: true}, func(db *gorm.DB, u *HookUser) error {
+			return db.Model(u).Update("name", "bad").Error
+		})
+	})
+	t.Run("db.Transaction ignoring the error", func(t *testing.T) {
+		run(t, gorm.Config{}, func(db *gorm.DB, u *HookUser) error {
+			return db.Transaction(func(tx *gorm.DB) error {
+				_ = tx.Model(u).Update("name", "bad").Error
+				return nil
+			})
+		})
+	})
+}
+
+// TestBulkWrites checks bulk updates and deletes of more rows than one IN
+// list of the plugin carries (maxParams, 1000, well under SQLite's 32766 and
+// PostgreSQL's 65535 parameters): the plugin reads them in chunks, the
+// writes succeed, and the last row's key is invalidated too.
+func TestBulkWrites(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{FlushTimeout: time.Minute}, gorm.Config{})
+	const n = 2500
+	if e.db.Dialector.Name() == "sqlite" {
+		ok(t, e.db.Exec("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?) INSERT INTO users(name) SELECT 'u'||x FROM c", n).Error)
+	} else {
+		ok(t, e.db.Exec("INSERT INTO users(name) SELECT 'u'||x FROM generate_series(1, ?) x", n).Error)
+	}
+	last := newProbe(t, e.p, "last", userName(e.db, n), fmt.Sprintf("User:%d", n))
+	last.warm(t)
+	reads := countPluginReads(t, e.db)
+	ok(t, e.db.Model(&User{}).Where("name LIKE ?", "u%").Update("name", gorm.Expr("name || '!'")).Error)
+	// One read before the update, three chunks of at most 1000 after.
+	equals(t, reads.Load(), int64(4))
+	last.mustMiss(t, fmt.Sprintf("u%d!", n))
+	reads.Store(0)
+	ok(t, e.db.Where("name LIKE ?", "u%").Delete(&User{}).Error)
+	// One read of the rows, then their join rows in chunks of 500.
+	equals(t, reads.Load(), int64(6))
+	last.mustMiss(t, "<none>")
 }

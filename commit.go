@@ -194,6 +194,18 @@ func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
 	p.flush(db.Statement.Context, groups)
 }
 
+// trackConn runs before GORM begins a statement's implicit transaction. On
+// a connection the plugin did not wrap (the *sql.Conn of db.Connection), it
+// wraps it for the statement, so that the transaction GORM begins is one
+// the plugin sees commit.
+func (p *Plugin) trackConn(db *gorm.DB) {
+	switch cp := db.Statement.ConnPool.(type) {
+	case *pool, *txPool, *gorm.PreparedStmtDB, *gorm.PreparedStmtTX, gorm.TxCommitter:
+	case gorm.TxBeginner, gorm.ConnPoolBeginner:
+		db.Statement.ConnPool = &pool{ConnPool: cp, p: p}
+	}
+}
+
 // flush invalidates groups after a commit, waiting at most
 // Settings.FlushTimeout: an invalidation still running then (Redis hangs)
 // goes on in the background, so that the committed write returns.
@@ -202,8 +214,17 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
+	select {
+	case p.flushing <- struct{}{}:
+	default:
+		// maxBackground flushes already run (Redis hangs): wait for this
+		// one rather than pile up goroutines.
+		p.flushNow(ctx, groups)
+		return
+	}
 	done := make(chan struct{})
 	go func() {
+		defer func() { <-p.flushing }()
 		defer close(done)
 		p.flushNow(ctx, groups)
 	}()
@@ -215,6 +236,10 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 		p.report(ctx, fmt.Errorf("%w: invalidation after commit still running after %v; it goes on in the background", ErrRedis, p.set.FlushTimeout))
 	}
 }
+
+// maxBackground bounds the flushes that run at once, in the background or
+// not.
+const maxBackground = 64
 
 // flushNow invalidates groups after a commit. Each step (emptying the group
 // sets, invalidating their members) is retried a few times for the parts

@@ -608,3 +608,19 @@ func TestUntrackedTransaction(t *testing.T) {
 	}))
 	pr.mustMiss(t, "ann3")
 }
+
+// TestConnectionAssociation checks writes on a db.Connection outside an
+// explicit transaction, including nested ones (an association append
+// writes join rows inside GORM's implicit transaction): they succeed and
+// invalidate after their commit.
+func TestConnectionAssociation(t *testing.T) {
+	e := newEnv(t, cacheme.Settings{}, gorm.Config{})
+	s := seed(t, e.db)
+	pr := newProbe(t, e.p, "b3users", usersOfBook(e.db, 3), "Book:3:users")
+	pr.warm(t)
+	ok(t, e.db.Connection(func(c *gorm.DB) error {
+		b, u := s.books[2], s.users[0]
+		return c.Model(&b).Association("Users").Append(&u)
+	}))
+	pr.mustMiss(t, "ann,cy")
+}

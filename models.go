@@ -45,13 +45,21 @@ func (mn modelNode) fill(ctx context.Context, sch *schema.Schema, row, n reflect
 			continue
 		}
 		fv, _ := sch.LookUpField(name).ValueOf(ctx, row)
-		if fv == nil {
-			continue
+		v := reflect.ValueOf(fv)
+		for v.IsValid() && v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v = reflect.Value{}
+				break
+			}
+			v = v.Elem()
 		}
-		if dst := n.Field(i); dst.Kind() == reflect.String && reflect.TypeOf(fv).Kind() != reflect.String {
-			dst.SetString(fmt.Sprint(fv)) // 65 is "65", not "A"
+		if !v.IsValid() {
+			continue // a nil pointer leaves the node's zero value
+		}
+		if dst := n.Field(i); dst.Kind() == reflect.String && v.Kind() != reflect.String {
+			dst.SetString(fmt.Sprint(v.Interface())) // 65 is "65", not "A"
 		} else {
-			dst.Set(reflect.ValueOf(fv).Convert(dst.Type()))
+			dst.Set(v.Convert(dst.Type()))
 		}
 	}
 }
@@ -70,7 +78,7 @@ type bindings struct {
 	db      *gorm.DB                 // the database the plugin was initialized with
 	tables  []m2m.Table              // registered before Initialize
 	nodes   []nodes.InvalidNode      // registered before Initialize
-	m2m     map[string][]*m2mBinding // by join table name
+	all     []*m2mBinding            // every relation, in registration order
 	sides   map[string][]*m2mBinding // by side model table name
 	byModel map[string][]modelNode   // by model table name
 }
@@ -146,11 +154,11 @@ func (b *bindings) addTable(t m2m.Table) error {
 	if err != nil {
 		return err
 	}
-	if b.m2m == nil {
-		b.m2m, b.sides = map[string][]*m2mBinding{}, map[string][]*m2mBinding{}
+	if b.sides == nil {
+		b.sides = map[string][]*m2mBinding{}
 	}
 	mb := &m2mBinding{rel: rel}
-	b.m2m[rel.JoinTable] = append(b.m2m[rel.JoinTable], mb)
+	b.all = append(b.all, mb)
 	b.sides[rel.Owner.Schema.Table] = append(b.sides[rel.Owner.Schema.Table], mb)
 	if rel.Related.Schema.Table != rel.Owner.Schema.Table {
 		b.sides[rel.Related.Schema.Table] = append(b.sides[rel.Related.Schema.Table], mb)
@@ -160,7 +168,15 @@ func (b *bindings) addTable(t m2m.Table) error {
 
 // replace swaps binding old for nb everywhere it is listed.
 func (b *bindings) replace(old, nb *m2mBinding) {
-	for _, m := range []map[string][]*m2mBinding{b.m2m, b.sides} {
+	all := make([]*m2mBinding, len(b.all)) // readers hold the old slice
+	for i, x := range b.all {
+		if x == old {
+			x = nb
+		}
+		all[i] = x
+	}
+	b.all = all
+	for _, m := range []map[string][]*m2mBinding{b.sides} {
 		for k, list := range m {
 			out := make([]*m2mBinding, len(list))
 			for i, x := range list {
@@ -197,6 +213,9 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 		}
 		if mb == nil {
 			return fmt.Errorf("%w: node %s: relation %s.%s is not registered with RegisterM2M", ErrInvalidSpec, typ.Name(), stmt.Schema.Name, field)
+		}
+		if mb.rel.Owner.Model == mb.rel.Related.Model {
+			return fmt.Errorf("%w: node %s: both sides of %s.%s are %s, so one field cannot tell them apart; use Keys in RegisterM2M instead", ErrInvalidSpec, typ.Name(), stmt.Schema.Name, field, mb.rel.Owner.Model)
 		}
 		mn := m2mNode{typ: typ}
 		for i, side := range []m2m.Side{mb.rel.Owner, mb.rel.Related} {
@@ -248,6 +267,9 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 // fieldFits reports whether a model field of type from can fill a node
 // field of type to: by conversion between like kinds, or as text.
 func fieldFits(from, to reflect.Type) bool {
+	for from.Kind() == reflect.Pointer {
+		from = from.Elem()
+	}
 	if to.Kind() == reflect.String {
 		return true
 	}
@@ -258,11 +280,10 @@ func fieldFits(from, to reflect.Type) bool {
 }
 
 // rowGroups returns the groups to invalidate for rows of sch held in v (a
-// struct or a slice of them): their cache keys, their model nodes and the
-// table group. With partners, also the many-to-many keys of the rows' join
-// rows, read through db.
-func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, v reflect.Value) []string {
-	groups := []string{TableGroup(sch.Table)}
+// struct or a slice of them) written to table: their cache keys, their
+// model nodes and the table's group.
+func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, table string, v reflect.Value) []string {
+	groups := []string{TableGroup(table)}
 	p.bind.mu.RLock()
 	mns := p.bind.byModel[sch.Table]
 	p.bind.mu.RUnlock()
@@ -299,13 +320,25 @@ func cacheKeys(row reflect.Value) []string {
 	return nil
 }
 
+// joinBindings returns the relations whose join table is table now (as the
+// schema has them, db.SetupJoinTable included).
+func (p *Plugin) joinBindings(table string) []*m2mBinding {
+	p.bind.mu.RLock()
+	all := p.bind.all
+	p.bind.mu.RUnlock()
+	var out []*m2mBinding
+	for _, mb := range all {
+		if live := mb.rel.Live(); live.JoinTable == table {
+			out = append(out, &m2mBinding{rel: live, nodes: mb.nodes})
+		}
+	}
+	return out
+}
+
 // joinGroups returns the groups of join rows of a registered join table.
 func (p *Plugin) joinGroups(sch *schema.Schema, v reflect.Value) []string {
-	p.bind.mu.RLock()
-	mbs := p.bind.m2m[sch.Table]
-	p.bind.mu.RUnlock()
 	var groups []string
-	for _, mb := range mbs {
+	for _, mb := range p.joinBindings(sch.Table) {
 		pairs := mb.rel.PairsOf(sch, v)
 		groups = append(groups, mb.groupsOf(pairs)...)
 	}
@@ -354,27 +387,30 @@ func (p *Plugin) partnerGroups(db *gorm.DB, sch *schema.Schema, pks []any) ([]st
 	p.bind.mu.RUnlock()
 	var groups []string
 	for _, mb := range mbs {
-		var conds []clause.Expression
-		for _, side := range mb.rel.Sides() {
-			if side.Schema.Table == sch.Table {
-				conds = append(conds, clause.IN{Column: clause.Column{Name: side.Column}, Values: pks})
+		mb := &m2mBinding{rel: mb.rel.Live(), nodes: mb.nodes}
+		for _, chunk := range chunks(pks, maxParams/2) {
+			var conds []clause.Expression
+			for _, side := range mb.rel.Sides() {
+				if side.Schema.Table == sch.Table {
+					conds = append(conds, clause.IN{Column: clause.Column{Name: side.Column}, Values: chunk})
+				}
 			}
+			var rows []map[string]any
+			q := subQuery(db).Table(mb.rel.JoinTable)
+			if len(conds) == 1 {
+				q = q.Where(conds[0])
+			} else {
+				q = q.Where(clause.Or(conds...))
+			}
+			if err := q.Find(&rows).Error; err != nil {
+				return nil, err
+			}
+			pairs := make([]m2m.Pair, 0, len(rows))
+			for _, r := range rows {
+				pairs = append(pairs, m2m.Pair{Owner: r[mb.rel.Owner.Column], Related: r[mb.rel.Related.Column]})
+			}
+			groups = append(groups, mb.groupsOf(pairs)...)
 		}
-		var rows []map[string]any
-		q := subQuery(db).Table(mb.rel.JoinTable)
-		if len(conds) == 1 {
-			q = q.Where(conds[0])
-		} else {
-			q = q.Where(clause.Or(conds...))
-		}
-		if err := q.Find(&rows).Error; err != nil {
-			return nil, err
-		}
-		pairs := make([]m2m.Pair, 0, len(rows))
-		for _, r := range rows {
-			pairs = append(pairs, m2m.Pair{Owner: r[mb.rel.Owner.Column], Related: r[mb.rel.Related.Column]})
-		}
-		groups = append(groups, mb.groupsOf(pairs)...)
 	}
 	return groups, nil
 }
@@ -405,8 +441,14 @@ func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error)
 		if err := stmt.Parse(row); err != nil {
 			return 0, fmt.Errorf("%w: %T is not a model: %w", ErrInvalidSpec, row, err)
 		}
-		rv := reflect.ValueOf(row)
-		groups = append(groups, p.rowGroups(ctx, stmt.Schema, rv)...)
+		// An addressable copy, so that pointer-receiver CacheKey methods count.
+		rv := reflect.New(stmt.Schema.ModelType)
+		if v := reflect.Indirect(reflect.ValueOf(row)); v.Type() == stmt.Schema.ModelType {
+			rv.Elem().Set(v)
+		} else {
+			rv = reflect.ValueOf(row)
+		}
+		groups = append(groups, p.rowGroups(ctx, stmt.Schema, stmt.Schema.Table, rv)...)
 		q := db.WithContext(ctx)
 		g, err := p.partnerGroups(q, stmt.Schema, primaryKeys(q, stmt.Schema, rv))
 		if err != nil {

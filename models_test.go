@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -485,4 +486,155 @@ func TestInvalidateModels(t *testing.T) {
 			t.Fatalf("InvalidateModels before db.Use: got %v; want an error wrapping cacheme.ErrInvalidSpec", err)
 		}
 	})
+}
+
+// NickUser has a pointer field that a node reads.
+type NickUser struct {
+	ID   uint
+	Nick *string
+}
+
+// nickNode is bound to NickUser by its Nick.
+type nickNode struct{ Nick string }
+
+func (n nickNode) Key() string { return "nick:" + n.Nick }
+func (nickNode) Model() any    { return &NickUser{} }
+
+// TestModelNodePointerField checks that a node field filled from a pointer
+// column gets the pointed-to value, not an address.
+func TestModelNodePointerField(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	ok(t, p.RegisterNodes(nickNode{}))
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.AutoMigrate(&NickUser{}))
+	nick := "zed"
+	u := NickUser{Nick: &nick}
+	ok(t, db.Create(&u).Error)
+	n, err := cacheme.FillNode[nickNode](p, &u)
+	ok(t, err)
+	equals(t, n.Key(), "nick:zed")
+	pr := newProbe(t, p, "nick", func(ctx context.Context) (string, error) {
+		var x NickUser
+		err := db.WithContext(ctx).First(&x, u.ID).Error
+		return *x.Nick, err
+	}, "nick:zed")
+	pr.warm(t)
+	ok(t, db.Model(&u).Update("nick", "zed2").Error)
+	pr.mustMiss(t, "zed2")
+}
+
+// Person has a many2many on a column that is not a primary key.
+type Person struct {
+	ID    uint
+	Code  string `gorm:"uniqueIndex;size:20"`
+	Langs []Lang `gorm:"many2many:person_langs;foreignKey:Code;joinForeignKey:PersonCode;references:Code;joinReferences:LangCode"`
+}
+
+// Lang is the other side of Person.Langs.
+type Lang struct {
+	ID   uint
+	Code string `gorm:"uniqueIndex;size:20"`
+}
+
+// Peer is on both sides of its relation.
+type Peer struct {
+	ID      uint
+	Friends []Peer `gorm:"many2many:peer_friends"`
+}
+
+// peerNode cannot tell the two sides of Peer.Friends apart.
+type peerNode struct{ Peer string }
+
+func (n peerNode) Key() string      { return "peer:" + n.Peer }
+func (peerNode) M2M() (any, string) { return &Peer{}, "Friends" }
+
+// TestRegisterUnsupportedRelations checks relations the plugin cannot key
+// correctly are errors at db.Use, never silent: a many2many on non-primary
+// columns, and an M2MInvalidNode on a self-referencing relation.
+func TestRegisterUnsupportedRelations(t *testing.T) {
+	t.Run("non-primary-key many2many", func(t *testing.T) {
+		p, _ := newPlugin(t, cacheme.Settings{})
+		ok(t, p.RegisterM2M(m2m.Table{Model: &Person{}, Field: "Langs", Keys: map[string]m2m.KeyFunc{
+			"Person": idKeys("Person:%v:langs"), "Lang": idKeys("Lang:%v:people"),
+		}}))
+		isErr(t, testDB(t, gorm.Config{}).Use(p), m2m.ErrInvalid)
+	})
+	t.Run("M2MInvalidNode on a self-referencing relation", func(t *testing.T) {
+		p, _ := newPlugin(t, cacheme.Settings{})
+		ok(t, p.RegisterM2M(m2m.Table{Model: &Peer{}, Field: "Friends", Keys: map[string]m2m.KeyFunc{
+			"Peer": idKeys("Peer:%v:friends"),
+		}}))
+		ok(t, p.RegisterNodes(peerNode{}))
+		isErr(t, testDB(t, gorm.Config{}).Use(p), cacheme.ErrInvalidSpec)
+	})
+}
+
+// RReader and RBook are related through Loan, a join model set up with
+// SetupJoinTable.
+type RReader struct {
+	ID    uint
+	Books []RBook `gorm:"many2many:reader_books"`
+}
+
+// RBook is the other side of RReader.Books.
+type RBook struct {
+	ID      uint
+	Readers []RReader `gorm:"many2many:reader_books"`
+}
+
+// Loan is the join model of RBook.Readers.
+type Loan struct {
+	RReaderID uint `gorm:"primaryKey"`
+	RBookID   uint `gorm:"primaryKey"`
+	CreatedAt time.Time
+}
+
+// TestSetupJoinTableAfterUse checks a join model set up after db.Use: the
+// plugin follows the relation to its new join table.
+func TestSetupJoinTableAfterUse(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	ok(t, p.RegisterM2M(m2m.Table{Model: &RBook{}, Field: "Readers", Keys: map[string]m2m.KeyFunc{
+		"RBook": idKeys("RBook:%v:readers"), "RReader": idKeys("RReader:%v:books"),
+	}}))
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.SetupJoinTable(&RBook{}, "Readers", &Loan{}))
+	ok(t, db.SetupJoinTable(&RReader{}, "Books", &Loan{}))
+	ok(t, db.AutoMigrate(&RReader{}, &RBook{}, &Loan{}))
+	r, b := RReader{}, RBook{}
+	ok(t, db.Create(&r).Error)
+	ok(t, db.Create(&b).Error)
+	pr := newProbe(t, p, "loans", func(ctx context.Context) (string, error) {
+		var n int64
+		err := db.WithContext(ctx).Model(&Loan{}).Where("r_book_id = ?", b.ID).Count(&n).Error
+		return fmt.Sprint(n), err
+	}, fmt.Sprintf("RBook:%d:readers", b.ID))
+	pr.warm(t)
+	ok(t, db.Model(&b).Association("Readers").Append(&r))
+	pr.mustMiss(t, "1")
+	ok(t, db.Model(&r).Association("Books").Delete(&b))
+	pr.mustMiss(t, "0")
+}
+
+// PtrKeyUser has a CacheKey with a pointer receiver.
+type PtrKeyUser struct {
+	ID   uint
+	Name string
+}
+
+func (u *PtrKeyUser) CacheKey() string { return fmt.Sprintf("PtrKeyUser:%d", u.ID) }
+
+// TestInvalidateModelsValue checks that InvalidateModels finds the key of a
+// row passed by value whose CacheKey has a pointer receiver.
+func TestInvalidateModelsValue(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.AutoMigrate(&PtrKeyUser{}))
+	pr := newProbe(t, p, "ptr", func(context.Context) (string, error) { return "v", nil }, "PtrKeyUser:1")
+	pr.warm(t)
+	_, err := p.InvalidateModels(context.Background(), PtrKeyUser{ID: 1})
+	ok(t, err)
+	pr.mustMiss(t, "v")
 }

@@ -26,6 +26,8 @@ type Plugin struct {
 	bind    bindings              // model, node and m2m registrations
 	tokenID string                // random, makes lease tokens unique across processes
 	tokenN  atomic.Uint64         // lease token counter
+
+	flushing chan struct{} // one token per flush running (maxBackground)
 }
 
 // New returns a plugin configured by s. It fails if s has no Redis client or
@@ -37,7 +39,7 @@ func New(s Settings) (*Plugin, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Plugin{set: s, rdb: s.Redis, tokenID: hex.EncodeToString(b[:])}, nil
+	return &Plugin{set: s, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}, nil
 }
 
 // Name returns "cacheme".

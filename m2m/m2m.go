@@ -68,6 +68,9 @@ type Relation struct {
 	Owner     Side   // the side of the model that declares the field
 	Related   Side   // the other side
 	Field     string // the relation field
+
+	rel  *schema.Relationship // the schema's relation, which SetupJoinTable may change later
+	join *schema.Schema       // rel.JoinTable when the columns were read
 }
 
 // Sides returns both sides, owner first.
@@ -90,24 +93,11 @@ func Resolve(db *gorm.DB, t Table) (*Relation, error) {
 	if rel.Type != schema.Many2Many || rel.JoinTable == nil {
 		return nil, fmt.Errorf("%w: %s.%s is %s, not many2many", ErrInvalid, sch.Name, t.Field, rel.Type)
 	}
-	r := &Relation{JoinTable: rel.JoinTable.Table, Field: t.Field}
+	r := &Relation{Field: t.Field, rel: rel}
 	r.Owner = Side{Model: sch.Name, Schema: sch}
 	r.Related = Side{Model: rel.FieldSchema.Name, Schema: rel.FieldSchema}
-	for _, ref := range rel.References {
-		if ref.PrimaryKey == nil || ref.ForeignKey == nil {
-			continue
-		}
-		col := &r.Related.Column
-		if ref.OwnPrimaryKey {
-			col = &r.Owner.Column
-		}
-		if *col != "" {
-			return nil, fmt.Errorf("%w: %s.%s: composite primary keys are not supported (join table %s)", ErrInvalid, sch.Name, t.Field, r.JoinTable)
-		}
-		*col = ref.ForeignKey.DBName
-	}
-	if r.Owner.Column == "" || r.Related.Column == "" {
-		return nil, fmt.Errorf("%w: %s.%s: join table %s has no key column for both sides", ErrInvalid, sch.Name, t.Field, r.JoinTable)
+	if err := r.columns(); err != nil {
+		return nil, fmt.Errorf("%w: %s.%s: %w", ErrInvalid, sch.Name, t.Field, err)
 	}
 	for _, s := range []*Side{&r.Owner, &r.Related} {
 		s.Keys = t.Keys[s.Model]
@@ -121,6 +111,50 @@ func Resolve(db *gorm.DB, t Table) (*Relation, error) {
 		}
 	}
 	return r, nil
+}
+
+// columns reads the join table and its key columns from the schema.
+func (r *Relation) columns() error {
+	rel := r.rel
+	if rel.JoinTable == nil {
+		return errors.New("no join table")
+	}
+	r.JoinTable, r.join = rel.JoinTable.Table, rel.JoinTable
+	r.Owner.Column, r.Related.Column = "", ""
+	for _, ref := range rel.References {
+		if ref.PrimaryKey == nil || ref.ForeignKey == nil {
+			continue
+		}
+		if !ref.PrimaryKey.PrimaryKey {
+			return fmt.Errorf("the join table %s references %s, which is not a primary key", r.JoinTable, ref.PrimaryKey.Name)
+		}
+		col := &r.Related.Column
+		if ref.OwnPrimaryKey {
+			col = &r.Owner.Column
+		}
+		if *col != "" {
+			return fmt.Errorf("composite primary keys are not supported (join table %s)", r.JoinTable)
+		}
+		*col = ref.ForeignKey.DBName
+	}
+	if r.Owner.Column == "" || r.Related.Column == "" {
+		return fmt.Errorf("join table %s has no key column for both sides", r.JoinTable)
+	}
+	return nil
+}
+
+// Live returns the relation as the schema has it now: db.SetupJoinTable,
+// called after Resolve, may have given it another join table. If the
+// schema's relation is no longer usable, Live returns r.
+func (r *Relation) Live() *Relation {
+	if r.rel == nil || r.rel.JoinTable == r.join {
+		return r
+	}
+	live := *r
+	if err := live.columns(); err != nil {
+		return r
+	}
+	return &live
 }
 
 // Pair is one join row: a key of the owner side and one of the related side.
