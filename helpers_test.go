@@ -2,10 +2,7 @@ package cacheme_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
 	"reflect"
 	"sort"
 	"sync"
@@ -17,38 +14,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/internal/testenv"
 )
 
 // testRedis returns a Redis client for a test: the server named by
 // CACHEME_TEST_REDIS when it is set (the test fails if it is unreachable),
-// otherwise an in-process miniredis. The second result is the miniredis
-// server, or nil on a real server.
+// otherwise an in-process miniredis, also returned (nil on a real server).
 func testRedis(t testing.TB) (redis.UniversalClient, *miniredis.Miniredis) {
 	t.Helper()
-	if url := os.Getenv("CACHEME_TEST_REDIS"); url != "" {
-		opt, err := redis.ParseURL(url)
-		if err != nil {
-			t.Fatalf("CACHEME_TEST_REDIS=%q: %v", url, err)
-		}
-		c := redis.NewClient(opt)
-		t.Cleanup(func() { c.Close() })
-		if err := c.Ping(context.Background()).Err(); err != nil {
-			t.Fatalf("CACHEME_TEST_REDIS=%q is set but unreachable: %v", url, err)
-		}
-		return c, nil
-	}
-	m := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { c.Close() })
-	return c, m
+	return testenv.Redis(t)
 }
 
 // uniquePrefix isolates a test's keys on a shared Redis without flushing it.
-func uniquePrefix() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return "T" + hex.EncodeToString(b[:]) + ":"
-}
+func uniquePrefix() string { return testenv.Prefix() }
 
 // newPlugin returns a plugin on a test Redis with a prefix of its own; s may
 // set anything but Redis and Prefix. Test keys expire within a minute.

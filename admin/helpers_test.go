@@ -2,28 +2,20 @@ package admin_test
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/internal/testenv"
 	"github.com/gormcacheme/cacheme/migrations"
 )
 
@@ -33,21 +25,7 @@ var bg = context.Background()
 // set (the test fails if it is unreachable), otherwise a miniredis.
 func testRedis(t *testing.T) redis.UniversalClient {
 	t.Helper()
-	if u := os.Getenv("CACHEME_TEST_REDIS"); u != "" {
-		opt, err := redis.ParseURL(u)
-		if err != nil {
-			t.Fatalf("CACHEME_TEST_REDIS=%q: %v", u, err)
-		}
-		c := redis.NewClient(opt)
-		t.Cleanup(func() { c.Close() })
-		if err := c.Ping(bg).Err(); err != nil {
-			t.Fatalf("CACHEME_TEST_REDIS=%q is set but unreachable: %v", u, err)
-		}
-		return c
-	}
-	m := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { c.Close() })
+	c, _ := testenv.Redis(t)
 	return c
 }
 
@@ -55,11 +33,9 @@ func testRedis(t *testing.T) redis.UniversalClient {
 // sharing a real Redis never see each other's keys.
 func newPlugin(t *testing.T) *cacheme.Plugin {
 	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
 	p, err := cacheme.New(cacheme.Settings{
 		Redis:  testRedis(t),
-		Prefix: "T" + hex.EncodeToString(b[:]) + ":",
+		Prefix: testenv.Prefix(),
 		TTL:    time.Minute,
 	})
 	if err != nil {
@@ -81,57 +57,17 @@ type testDB struct {
 // migrations applied.
 func testDBs(t *testing.T) []testDB {
 	t.Helper()
-	dbs := []testDB{{"sqlite", sqliteDB(t), migrations.SQLite}}
-	if dsn := os.Getenv("CACHEME_TEST_POSTGRES"); dsn != "" {
-		dbs = append(dbs, testDB{"postgres", postgresDB(t, dsn), migrations.Postgres})
-	}
-	for _, d := range dbs {
-		if err := migrations.Up(bg, d.db, d.dialect); err != nil {
-			t.Fatalf("%s: migrations.Up: %v", d.name, err)
+	var dbs []testDB
+	for _, d := range testenv.SQLDBs(t) {
+		if err := migrations.Up(bg, d.DB, d.Dialect); err != nil {
+			t.Fatalf("%s: migrations.Up: %v", d.Name, err)
 		}
+		dbs = append(dbs, testDB{d.Name, d.DB, d.Dialect})
 	}
 	return dbs
 }
 
-func sqliteDB(t *testing.T) *sql.DB {
-	t.Helper()
-	return gormDB(t, sqlite.Open(filepath.Join(t.TempDir(), "admin.db")+"?_busy_timeout=5000"))
-}
-
-func postgresDB(t *testing.T, dsn string) *sql.DB {
-	t.Helper()
-	admin := gormDB(t, postgres.Open(dsn))
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "cm_admin_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(bg, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("CACHEME_TEST_POSTGRES is set but unreachable: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.ExecContext(bg, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return gormDB(t, postgres.Open(dsn+sep+"search_path="+schema))
-}
-
-func gormDB(t *testing.T, d gorm.Dialector) *sql.DB {
-	t.Helper()
-	g, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatalf("open %s (CACHEME_TEST_POSTGRES set but unusable?): %v", d.Name(), err)
-	}
-	db, err := g.DB()
-	if err != nil {
-		t.Fatalf("open %s: %v", d.Name(), err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
+func sqliteDB(t *testing.T) *sql.DB { return testenv.SQLite(t) }
 
 // counter is a function to memoize that returns how often it ran.
 type counter struct{ n atomic.Int64 }
