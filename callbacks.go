@@ -20,47 +20,34 @@ import (
 // are invalidated after the transaction commits (see commit.go); a rollback
 // drops them.
 var callbacks = []struct {
-	name     string
-	register registerFunc
-	fn       func(p *Plugin, db *gorm.DB)
+	op     string // the statement: "create", "update" or "delete"
+	before string // the GORM callback this one runs just before
+	name   string // registered as "cacheme:<name>"
+	fn     func(p *Plugin, db *gorm.DB)
 }{
-	{Name + ":track_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Create().Before("gorm:begin_transaction").Register(n, f)
-	}, (*Plugin).trackConn},
-	{Name + ":track_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Update().Before("gorm:begin_transaction").Register(n, f)
-	}, (*Plugin).trackConn},
-	{Name + ":track_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Delete().Before("gorm:begin_transaction").Register(n, f)
-	}, (*Plugin).trackConn},
-	{Name + ":before_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Create().Before("gorm:create").Register(n, f)
-	}, (*Plugin).beforeCreate},
-	{Name + ":after_create", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Create().Before("gorm:after_create").Register(n, f)
-	}, (*Plugin).afterCreate},
-	{Name + ":before_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Update().Before("gorm:update").Register(n, f)
-	}, (*Plugin).beforeUpdate},
-	{Name + ":after_update", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Update().Before("gorm:after_update").Register(n, f)
-	}, (*Plugin).afterUpdate},
-	{Name + ":before_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Delete().Before("gorm:delete").Register(n, f)
-	}, (*Plugin).beforeDelete},
-	{Name + ":after_delete", func(db *gorm.DB, n string, f func(*gorm.DB)) error {
-		return db.Callback().Delete().Before("gorm:after_delete").Register(n, f)
-	}, (*Plugin).afterDelete},
+	{"create", "gorm:begin_transaction", "track_create", (*Plugin).trackConn},
+	{"create", "gorm:create", "before_create", (*Plugin).beforeCreate},
+	{"create", "gorm:after_create", "after_create", (*Plugin).afterCreate},
+	{"update", "gorm:begin_transaction", "track_update", (*Plugin).trackConn},
+	{"update", "gorm:update", "before_update", (*Plugin).beforeUpdate},
+	{"update", "gorm:after_update", "after_update", (*Plugin).afterUpdate},
+	{"delete", "gorm:begin_transaction", "track_delete", (*Plugin).trackConn},
+	{"delete", "gorm:delete", "before_delete", (*Plugin).beforeDelete},
+	{"delete", "gorm:after_delete", "after_delete", (*Plugin).afterDelete},
 }
-
-// registerFunc registers one callback at its place in GORM's chain.
-type registerFunc func(db *gorm.DB, name string, fn func(*gorm.DB)) error
 
 // registerCallbacks registers the table with db.
 func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	for _, c := range callbacks {
+		proc := db.Callback().Create()
+		switch c.op {
+		case "update":
+			proc = db.Callback().Update()
+		case "delete":
+			proc = db.Callback().Delete()
+		}
 		fn := c.fn
-		if err := c.register(db, c.name, func(db *gorm.DB) { fn(p, db) }); err != nil {
+		if err := proc.Before(c.before).Register(Name+":"+c.name, func(db *gorm.DB) { fn(p, db) }); err != nil {
 			return fmt.Errorf("cacheme: register callback %s: %w", c.name, err)
 		}
 	}
