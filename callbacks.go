@@ -13,7 +13,8 @@ import (
 )
 
 // callbacks is the registration table of the plugin's GORM callbacks. The
-// "before" callbacks read the rows a statement is about to change (in its
+// "track" callbacks make GORM's implicit transaction one the plugin sees
+// commit, on any connection (see trackConn); the "before" callbacks read the rows a statement is about to change (in its
 // transaction); the "after" ones, placed after the write and its
 // associations but before the models' After* hooks (whose errors must not
 // lose a committed write's invalidation), collect what changed. The groups
