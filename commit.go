@@ -264,46 +264,17 @@ func (p *Plugin) flushNow(ctx context.Context, groups []string) {
 	for attempt := 0; ; attempt++ {
 		var err error
 		if len(indexes) > 0 {
-			calls := make([]scriptCall, len(indexes))
-			for i, idx := range indexes {
-				calls[i] = scriptCall{takeScript, idx, []any{ms(p.set.LeaseTTL)}}
-			}
-			cmds, perr := p.runPipeline(ctx, calls)
-			err = perr
-			var failed []string
-			for i, cmd := range cmds {
-				members, cerr := cmd.StringSlice()
-				if cerr != nil {
-					failed = append(failed, indexes[i])
-					continue
-				}
-				for _, m := range members {
-					if e, ok := entryFromMember(m); ok {
-						entries = append(entries, e)
-					}
-				}
-			}
-			indexes = failed
+			var got []entry
+			got, indexes, err = p.takeIndexes(ctx, indexes)
+			entries = append(entries, got...)
 		}
 		if len(entries) > 0 {
-			calls := make([]scriptCall, len(entries))
-			for i, e := range entries {
-				calls[i] = scriptCall{invalidateScript, e.hash, []any{e.field}}
-			}
-			cmds, perr := p.runPipeline(ctx, calls)
+			n, failed, ierr := p.invalidateEntries(ctx, entries)
 			if err == nil {
-				err = perr
+				err = ierr
 			}
-			var failed []entry
-			for i, cmd := range cmds {
-				n, cerr := cmd.Int()
-				if cerr != nil {
-					failed = append(failed, entries[i])
-					continue
-				}
-				p.reg.add(nil, invalidations, int64(n))
-				hit += n
-			}
+			p.reg.add(nil, invalidations, int64(n))
+			hit += n
 			entries = failed
 		}
 		if len(indexes) == 0 && len(entries) == 0 {

@@ -86,7 +86,7 @@ func (p *Plugin) invalidateIndexes(ctx context.Context, indexes []string) (int, 
 	if len(indexes) == 0 {
 		return 0, nil
 	}
-	entries, err := p.takeIndexes(ctx, indexes)
+	entries, _, err := p.takeIndexes(ctx, indexes)
 	if err != nil {
 		p.reg.add(nil, redisErrors, 1)
 		if len(entries) == 0 {
@@ -104,7 +104,7 @@ func (p *Plugin) invalidate(ctx context.Context, entries []entry) (int, error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
-	n, err := p.invalidateEntries(ctx, entries)
+	n, _, err := p.invalidateEntries(ctx, entries)
 	if err != nil {
 		p.reg.add(nil, redisErrors, 1)
 	}

@@ -73,7 +73,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 				// (a different codec): compute without the cache.
 				return l.fn(ctx)
 			}
-			if _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
+			if _, _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
 				return bypass(ctx, p, l, err)
 			}
 			if res, err = p.read(ctx, l.e, false, token, true); err != nil {

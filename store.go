@@ -166,45 +166,48 @@ func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.D
 	return true, nil
 }
 
-// invalidateEntries invalidates entries in one round trip and returns how
-// many were hit. An entry with an empty field stands for the whole hash.
-func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, error) {
-	// One script call per hash: its fields are invalidated together.
-	byHash := map[string][]any{}
+// invalidateEntries invalidates entries in one round trip (one script call
+// per hash: its fields are invalidated together; an entry with an empty
+// field stands for the whole hash). It returns how many entries it hit, and
+// the entries whose call failed.
+func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, []entry, error) {
+	byHash := map[string][]entry{}
 	var order []string
-	whole := map[string]bool{}
 	for _, e := range entries {
 		if _, seen := byHash[e.hash]; !seen {
 			order = append(order, e.hash)
-			byHash[e.hash] = nil
 		}
-		if e.field == "" {
-			whole[e.hash] = true
-		} else {
-			byHash[e.hash] = append(byHash[e.hash], e.field)
-		}
+		byHash[e.hash] = append(byHash[e.hash], e)
 	}
 	calls := make([]scriptCall, 0, len(order))
 	for _, h := range order {
-		args := byHash[h]
-		if whole[h] {
-			args = nil
+		var args []any
+		for _, e := range byHash[h] {
+			if e.field == "" {
+				args = nil // the whole hash
+				break
+			}
+			args = append(args, e.field)
 		}
 		calls = append(calls, scriptCall{invalidateScript, h, args})
 	}
 	cmds, err := p.runPipeline(ctx, calls)
 	n := 0
-	for _, cmd := range cmds {
-		if v, e := cmd.Int(); e == nil {
-			n += v
+	var failed []entry
+	for i, cmd := range cmds {
+		v, cerr := cmd.Int()
+		if cerr != nil {
+			failed = append(failed, byHash[order[i]]...)
+			continue
 		}
+		n += v
 	}
-	return n, err
+	return n, failed, err
 }
 
 // takeIndexes empties the given group or tag sets in one round trip and
-// returns their members as entries.
-func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, error) {
+// returns their members as entries, and the sets whose call failed.
+func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, []string, error) {
 	calls := make([]scriptCall, len(indexes))
 	for i, idx := range indexes {
 		calls[i] = scriptCall{takeScript, idx, []any{ms(p.set.LeaseTTL)}}
@@ -212,9 +215,11 @@ func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, er
 	cmds, err := p.runPipeline(ctx, calls)
 	seen := map[string]bool{}
 	var out []entry
-	for _, cmd := range cmds {
-		members, e := cmd.StringSlice()
-		if e != nil {
+	var failed []string
+	for i, cmd := range cmds {
+		members, cerr := cmd.StringSlice()
+		if cerr != nil {
+			failed = append(failed, indexes[i])
 			continue
 		}
 		for _, m := range members {
@@ -227,7 +232,7 @@ func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, er
 			}
 		}
 	}
-	return out, err
+	return out, failed, err
 }
 
 func flag(b bool) string {
