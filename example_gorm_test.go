@@ -57,17 +57,8 @@ func ExamplePlugin() {
 	if err != nil {
 		panic(err)
 	}
-	ids := func(format string) m2m.KeyFunc {
-		return func(ids []any) []string {
-			keys := make([]string, len(ids))
-			for i, id := range ids {
-				keys[i] = fmt.Sprintf(format, id)
-			}
-			return keys
-		}
-	}
 	if err := p.RegisterM2M(m2m.Table{Model: &Reader{}, Field: "Novels", Keys: map[string]m2m.KeyFunc{
-		"Reader": ids("Reader:%v:novels"), "Novel": ids("Novel:%v:readers"),
+		"Reader": m2m.Format("Reader:%v:novels"), "Novel": m2m.Format("Novel:%v:readers"),
 	}}); err != nil {
 		panic(err)
 	}

@@ -86,21 +86,10 @@ type InvalidUserBookNode struct{ User, Book string }
 func (n InvalidUserBookNode) Key() string      { return fmt.Sprintf("user:%s:book:%s", n.User, n.Book) }
 func (InvalidUserBookNode) M2M() (any, string) { return &Book{}, "Users" }
 
-// idKeys returns a key function formatting each id with format.
-func idKeys(format string) m2m.KeyFunc {
-	return func(ids []any) []string {
-		out := make([]string, len(ids))
-		for i, id := range ids {
-			out[i] = fmt.Sprintf(format, id)
-		}
-		return out
-	}
-}
-
 // bookUsers is the seed's m2m_cache_keys on Book.users.through.
 func bookUsers() m2m.Table {
 	return m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-		"Book": idKeys("Book:%v:users"), "User": idKeys("User:%v:books"),
+		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}}
 }
 

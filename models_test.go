@@ -51,7 +51,7 @@ func (nodePlainInvalid) Key() string       { return "x" }
 // schema is an error wrapping m2m.ErrInvalid: from db.Use when it was
 // registered before, at once when registered after.
 func TestRegisterM2MErrors(t *testing.T) {
-	both := map[string]m2m.KeyFunc{"Book": idKeys("Book:%v:users"), "User": idKeys("User:%v:books")}
+	both := map[string]m2m.KeyFunc{"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books")}
 	tests := []struct {
 		name  string
 		table m2m.Table
@@ -59,11 +59,11 @@ func TestRegisterM2MErrors(t *testing.T) {
 		{"unknown field", m2m.Table{Model: &Book{}, Field: "Readers", Keys: both}},
 		{"field that is not a relation", m2m.Table{Model: &Book{}, Field: "Name", Keys: both}},
 		{"has-many field", m2m.Table{Model: &Author{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
-			"Author": idKeys("Author:%v"), "Book": idKeys("Book:%v"),
+			"Author": m2m.Format("Author:%v"), "Book": m2m.Format("Book:%v"),
 		}}},
-		{"missing Keys entry", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{"Book": idKeys("Book:%v:users")}}},
+		{"missing Keys entry", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{"Book": m2m.Format("Book:%v:users")}}},
 		{"Keys entry of another model", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"Book": idKeys("Book:%v:users"), "User": idKeys("User:%v:books"), "Author": idKeys("Author:%v"),
+			"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"), "Author": m2m.Format("Author:%v"),
 		}}},
 		{"no model", m2m.Table{Field: "Users", Keys: both}},
 		{"no field", m2m.Table{Model: &Book{}, Keys: both}},
@@ -161,7 +161,7 @@ func TestRegisterAfterUse(t *testing.T) {
 func TestRegisterBothDirections(t *testing.T) {
 	p, _ := newPlugin(t, cacheme.Settings{})
 	ok(t, p.RegisterM2M(m2m.Table{Model: &User{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
-		"Book": idKeys("Book:%v:users"), "User": idKeys("User:%v:books"),
+		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}}))
 	e := newEnvOn(t, p, gorm.Config{})
 	s := seed(t, e.db)
@@ -556,14 +556,14 @@ func TestRegisterUnsupportedRelations(t *testing.T) {
 	t.Run("non-primary-key many2many", func(t *testing.T) {
 		p, _ := newPlugin(t, cacheme.Settings{})
 		ok(t, p.RegisterM2M(m2m.Table{Model: &Person{}, Field: "Langs", Keys: map[string]m2m.KeyFunc{
-			"Person": idKeys("Person:%v:langs"), "Lang": idKeys("Lang:%v:people"),
+			"Person": m2m.Format("Person:%v:langs"), "Lang": m2m.Format("Lang:%v:people"),
 		}}))
 		isErr(t, testDB(t, gorm.Config{}).Use(p), m2m.ErrInvalid)
 	})
 	t.Run("M2MInvalidNode on a self-referencing relation", func(t *testing.T) {
 		p, _ := newPlugin(t, cacheme.Settings{})
 		ok(t, p.RegisterM2M(m2m.Table{Model: &Peer{}, Field: "Friends", Keys: map[string]m2m.KeyFunc{
-			"Peer": idKeys("Peer:%v:friends"),
+			"Peer": m2m.Format("Peer:%v:friends"),
 		}}))
 		ok(t, p.RegisterNodes(peerNode{}))
 		isErr(t, testDB(t, gorm.Config{}).Use(p), cacheme.ErrInvalidSpec)
@@ -595,7 +595,7 @@ type Loan struct {
 func TestSetupJoinTableAfterUse(t *testing.T) {
 	p, _ := newPlugin(t, cacheme.Settings{})
 	ok(t, p.RegisterM2M(m2m.Table{Model: &RBook{}, Field: "Readers", Keys: map[string]m2m.KeyFunc{
-		"RBook": idKeys("RBook:%v:readers"), "RReader": idKeys("RReader:%v:books"),
+		"RBook": m2m.Format("RBook:%v:readers"), "RReader": m2m.Format("RReader:%v:books"),
 	}}))
 	db := testDB(t, gorm.Config{})
 	ok(t, db.Use(p))

@@ -10,8 +10,8 @@
 //	m2m.Table{
 //		Model: &Book{}, Field: "Users",
 //		Keys: map[string]m2m.KeyFunc{
-//			"Book": func(ids []any) []string { /* "Book:<id>:users" */ },
-//			"User": func(ids []any) []string { /* "User:<id>:books" */ },
+//			"Book": m2m.Format("Book:%v:users"),
+//			"User": m2m.Format("User:%v:books"),
 //		},
 //	}
 //
@@ -38,6 +38,18 @@ import (
 // KeyFunc returns the cache keys of one side of a relation for the given
 // primary keys of that side's model.
 type KeyFunc func(ids []any) []string
+
+// Format returns the KeyFunc that formats each id with format, which has
+// one verb for the id: Format("User:%v:books") gives "User:12:books" for 12.
+func Format(format string) KeyFunc {
+	return func(ids []any) []string {
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = fmt.Sprintf(format, id)
+		}
+		return keys
+	}
+}
 
 // Table registers the key functions of one many2many relation.
 type Table struct {

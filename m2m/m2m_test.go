@@ -2,7 +2,6 @@ package m2m_test
 
 import (
 	"errors"
-	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -67,16 +66,6 @@ func openDB(t *testing.T) *gorm.DB {
 	return db
 }
 
-func keys(format string) m2m.KeyFunc {
-	return func(ids []any) []string {
-		out := make([]string, len(ids))
-		for i, id := range ids {
-			out[i] = fmt.Sprintf(format, id)
-		}
-		return out
-	}
-}
-
 func parse(t *testing.T, db *gorm.DB, v any) *schema.Schema {
 	t.Helper()
 	stmt := &gorm.Statement{DB: db}
@@ -88,7 +77,7 @@ func parse(t *testing.T, db *gorm.DB, v any) *schema.Schema {
 
 func TestResolveErrors(t *testing.T) {
 	db := openDB(t)
-	both := map[string]m2m.KeyFunc{"Book": keys("Book:%v:users"), "User": keys("User:%v:books")}
+	both := map[string]m2m.KeyFunc{"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books")}
 	tests := []struct {
 		name  string
 		table m2m.Table
@@ -99,26 +88,26 @@ func TestResolveErrors(t *testing.T) {
 		{"unknown field", m2m.Table{Model: &Book{}, Field: "Readers", Keys: both}},
 		{"field that is not a relation", m2m.Table{Model: &Book{}, Field: "AuthorID", Keys: both}},
 		{"has-many field", m2m.Table{Model: &Author{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
-			"Author": keys("a%v"), "Book": keys("b%v"),
+			"Author": m2m.Format("a%v"), "Book": m2m.Format("b%v"),
 		}}},
 		{"no Keys", m2m.Table{Model: &Book{}, Field: "Users"}},
 		{"missing Keys entry for the related side", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"Book": keys("Book:%v:users"),
+			"Book": m2m.Format("Book:%v:users"),
 		}}},
 		{"missing Keys entry for the owner side", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"User": keys("User:%v:books"),
+			"User": m2m.Format("User:%v:books"),
 		}}},
 		{"nil key function", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"Book": keys("Book:%v:users"), "User": nil,
+			"Book": m2m.Format("Book:%v:users"), "User": nil,
 		}}},
 		{"Keys entry of another model", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"Book": keys("Book:%v:users"), "User": keys("User:%v:books"), "Author": keys("a%v"),
+			"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"), "Author": m2m.Format("a%v"),
 		}}},
 		{"composite primary key", m2m.Table{Model: &Shelf{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
-			"Shelf": keys("Shelf:%v:books"), "Book": keys("Book:%v:shelves"),
+			"Shelf": m2m.Format("Shelf:%v:books"), "Book": m2m.Format("Book:%v:shelves"),
 		}}},
 		{"Keys entry by table name", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"books": keys("Book:%v:users"), "users": keys("User:%v:books"),
+			"books": m2m.Format("Book:%v:users"), "users": m2m.Format("User:%v:books"),
 		}}},
 	}
 	for _, tt := range tests {
@@ -146,16 +135,16 @@ func TestResolve(t *testing.T) {
 		ownerTable, relTable string
 	}{
 		{"book side", m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-			"Book": keys("Book:%v:users"), "User": keys("User:%v:books"),
+			"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 		}}, "user_books", "Users", "Book", "User", "book_id", "user_id", "Book:7:users", "User:7:books", "books", "users"},
 		{"user side", m2m.Table{Model: User{}, Field: "Books", Keys: map[string]m2m.KeyFunc{
-			"Book": keys("Book:%v:users"), "User": keys("User:%v:books"),
+			"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 		}}, "user_books", "Books", "User", "Book", "user_id", "book_id", "User:7:books", "Book:7:users", "users", "books"},
 		{"named join columns", m2m.Table{Model: &Post{}, Field: "Tags", Keys: map[string]m2m.KeyFunc{
-			"Post": keys("Post:%v:tags"), "Tag": keys("Tag:%v:posts"),
+			"Post": m2m.Format("Post:%v:tags"), "Tag": m2m.Format("Tag:%v:posts"),
 		}}, "post_tags", "Tags", "Post", "Tag", "post_ref", "tag_ref", "Post:7:tags", "Tag:7:posts", "posts", "tags"},
 		{"self-referencing", m2m.Table{Model: &Person{}, Field: "Friends", Keys: map[string]m2m.KeyFunc{
-			"Person": keys("Person:%v:friends"),
+			"Person": m2m.Format("Person:%v:friends"),
 		}}, "friendships", "Friends", "Person", "Person", "person_id", "friend_id", "Person:7:friends", "Person:7:friends", "people", "people"},
 	}
 	for _, tt := range tests {
@@ -192,7 +181,7 @@ func TestResolve(t *testing.T) {
 func TestPairsOf(t *testing.T) {
 	db := openDB(t)
 	rel, err := m2m.Resolve(db, m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-		"Book": keys("Book:%v:users"), "User": keys("User:%v:books"),
+		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}})
 	if err != nil {
 		t.Fatalf("Resolve: %v", err)
@@ -247,8 +236,8 @@ func TestKeysOf(t *testing.T) {
 	db := openDB(t)
 	var calls [][]any
 	rel, err := m2m.Resolve(db, m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-		"Book": func(ids []any) []string { calls = append(calls, ids); return keys("Book:%v:users")(ids) },
-		"User": func(ids []any) []string { calls = append(calls, ids); return keys("User:%v:books")(ids) },
+		"Book": func(ids []any) []string { calls = append(calls, ids); return m2m.Format("Book:%v:users")(ids) },
+		"User": func(ids []any) []string { calls = append(calls, ids); return m2m.Format("User:%v:books")(ids) },
 	}})
 	if err != nil {
 		t.Fatalf("Resolve: %v", err)

@@ -100,17 +100,8 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 	if err != nil {
 		return err
 	}
-	ids := func(format string) m2m.KeyFunc {
-		return func(ids []any) []string {
-			keys := make([]string, len(ids))
-			for i, id := range ids {
-				keys[i] = fmt.Sprintf(format, id)
-			}
-			return keys
-		}
-	}
 	if err := s.p.RegisterM2M(m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-		"Book": ids("Book:%v:users"), "User": ids("User:%v:books"),
+		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}}); err != nil {
 		return err
 	}
