@@ -138,7 +138,7 @@ func TestNodeNoKey(t *testing.T) {
 	// the result, the error is reported and nothing is cached.
 	rec := &errRecorder{}
 	p, _ = newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
-	f, c = wrapNode(t, p, func(int) NodeWithBadGroup { return NodeWithBadGroup{} })
+	f, _ = wrapNode(t, p, func(int) NodeWithBadGroup { return NodeWithBadGroup{} })
 	equals(t, call(t, f, 1), 1)
 	equals(t, call(t, f, 1), 2)
 	if !rec.has(nodes.ErrNoKey) {
