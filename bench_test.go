@@ -143,9 +143,9 @@ func BenchmarkHit(b *testing.B) {
 	p, rdb := benchPlugin(b)
 	book := newBenchBook()
 	get, err := cacheme.Wrap(p, cacheme.Spec[int64, benchBook]{
-		Key:         func(id int64) string { return "bench:book:" + strconv.FormatInt(id, 10) },
-		InvalidKeys: func(id int64, _ benchBook) []string { return []string{"bench:author:1"} },
-		Tag:         "bench-hit",
+		Key:    func(id int64) string { return "bench:book:" + strconv.FormatInt(id, 10) },
+		Groups: func(id int64, _ benchBook) []string { return []string{"bench:author:1"} },
+		Tag:    "bench-hit",
 	}, func(context.Context, int64) (benchBook, error) { return book, nil })
 	ok(b, err)
 	_, err = get(ctx, book.ID)
@@ -202,9 +202,9 @@ func BenchmarkMiss(b *testing.B) {
 	p, _ := benchPlugin(b)
 	book := newBenchBook()
 	get, err := cacheme.Wrap(p, cacheme.Spec[int64, benchBook]{
-		Key:         func(id int64) string { return "bench:miss:" + strconv.FormatInt(id, 10) },
-		InvalidKeys: func(id int64, _ benchBook) []string { return []string{"bench:shelf:" + strconv.FormatInt(id%16, 10)} },
-		Tag:         "bench-miss",
+		Key:    func(id int64) string { return "bench:miss:" + strconv.FormatInt(id, 10) },
+		Groups: func(id int64, _ benchBook) []string { return []string{"bench:shelf:" + strconv.FormatInt(id%16, 10)} },
+		Tag:    "bench-miss",
 	}, func(_ context.Context, id int64) (benchBook, error) { return book, nil })
 	ok(b, err)
 	var id int64
@@ -228,9 +228,9 @@ func BenchmarkInvalidateGroup(b *testing.B) {
 	p, _ := benchPlugin(b)
 	book := newBenchBook()
 	get, err := cacheme.Wrap(p, cacheme.Spec[int64, benchBook]{
-		Key:         func(id int64) string { return "bench:inv:" + strconv.FormatInt(id, 10) },
-		InvalidKeys: func(int64, benchBook) []string { return []string{"bench:group"} },
-		Tag:         "bench-invalidate",
+		Key:    func(id int64) string { return "bench:inv:" + strconv.FormatInt(id, 10) },
+		Groups: func(int64, benchBook) []string { return []string{"bench:group"} },
+		Tag:    "bench-invalidate",
 	}, func(context.Context, int64) (benchBook, error) { return book, nil })
 	ok(b, err)
 	fill := func() {

@@ -84,7 +84,7 @@ func TestCluster(t *testing.T) {
 	var calls [n]atomic.Int64
 	get, err := cacheme.Wrap(p, cacheme.Spec[int, clusterBook]{
 		Key: func(id int) string { return "cbook:" + strconv.Itoa(id) },
-		InvalidKeys: func(id int, _ clusterBook) []string {
+		Groups: func(id int, _ clusterBook) []string {
 			return []string{"author:" + strconv.Itoa(id%5), "shelf:" + strconv.Itoa(id%7), "all-books"}
 		},
 		Tag: tag,

@@ -5,7 +5,7 @@
 //
 // Wrap memoizes a function by key (Spec.Key or Spec.KeyTemplate); WrapNode
 // memoizes it by node (package nodes). After a miss, the result joins the
-// invalidation groups its spec names (Spec.InvalidKeys, Node.InvalidNodes)
+// invalidation groups its spec names (Spec.Groups, Node.InvalidNodes)
 // and its tag. Invalidating a group (InvalidateGroups), a tag
 // (InvalidateTag), a key (InvalidateKeys) or a node invalidates the results
 // in it; the next call recomputes them.
@@ -13,7 +13,7 @@
 //	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
 //	booksOf, err := cacheme.Wrap(p, cacheme.Spec[uint, []Book]{
 //		Key:         func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
-//		InvalidKeys: func(id uint, _ []Book) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
+//		Groups:      func(id uint, _ []Book) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
 //	}, loadBooks)
 //
 // # With GORM

@@ -3,15 +3,17 @@ package cacheme
 import "errors"
 
 var (
-	// ErrNoRedis is returned by New when Settings.Redis is nil.
+	// ErrNoRedis is the configuration error (Plugin.Err, db.Use, Wrap) of
+	// a plugin whose Settings.Redis is nil.
 	ErrNoRedis = errors.New("cacheme: no Redis client configured")
 
-	// ErrInvalidSettings is returned (wrapped) by New for a setting that is
-	// out of range.
+	// ErrInvalidSettings is the configuration error (wrapped; Plugin.Err,
+	// db.Use, Wrap) of a plugin with a setting out of range.
 	ErrInvalidSettings = errors.New("cacheme: invalid settings")
 
 	// ErrInvalidSpec is returned (wrapped) by Wrap and WrapNode for a spec
-	// that cannot work, such as one with no key.
+	// that cannot work, such as one with no key, by registrations that do
+	// not match the models, and by every call on a nil *Plugin.
 	ErrInvalidSpec = errors.New("cacheme: invalid spec")
 
 	// ErrInvalidKey is returned (wrapped) for a cache key, group name or tag
@@ -42,4 +44,8 @@ var (
 	// treated as a miss and overwritten; the error reaches
 	// Settings.ErrorHook.
 	ErrCorrupt = errors.New("cacheme: corrupt cached value")
+
+	// ErrClosed is returned by memoized calls, invalidations and GORM
+	// writes through a plugin after its Close.
+	ErrClosed = errors.New("cacheme: plugin closed")
 )

@@ -53,7 +53,8 @@ func ExamplePlugin() {
 		panic(err)
 	}
 
-	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
+	p := cacheme.New(cacheme.Settings{Redis: rdb})
+	err = p.Err()
 	if err != nil {
 		panic(err)
 	}
@@ -70,8 +71,8 @@ func ExamplePlugin() {
 	}
 
 	novelsOf, err := cacheme.Wrap(p, cacheme.Spec[uint, []string]{
-		Key:         func(id uint) string { return fmt.Sprintf("reader:%d>novels", id) },
-		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Reader:%d:novels", id)} },
+		Key:    func(id uint) string { return fmt.Sprintf("reader:%d>novels", id) },
+		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Reader:%d:novels", id)} },
 	}, func(ctx context.Context, id uint) ([]string, error) {
 		fmt.Println("loading novels of reader", id)
 		var novels []Novel

@@ -22,10 +22,7 @@ func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 
-	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
-	if err != nil {
-		panic(err)
-	}
+	p := cacheme.New(cacheme.Settings{Redis: rdb})
 	type book struct {
 		ID       int
 		AuthorID int
@@ -33,7 +30,7 @@ func Example() {
 	title, err := cacheme.Wrap(p, cacheme.Spec[book, string]{
 		Key: func(b book) string { return "book:" + strconv.Itoa(b.ID) + ">title" },
 		// Invalidating the group "author:<id>" invalidates this entry.
-		InvalidKeys: func(b book, _ string) []string { return []string{"author:" + strconv.Itoa(b.AuthorID)} },
+		Groups: func(b book, _ string) []string { return []string{"author:" + strconv.Itoa(b.AuthorID)} },
 	}, func(_ context.Context, b book) (string, error) {
 		fmt.Println("loading book", b.ID)
 		return fmt.Sprintf("Book %d", b.ID), nil
@@ -94,10 +91,7 @@ func ExampleWrapNode() {
 	defer m.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
-	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
-	if err != nil {
-		panic(err)
-	}
+	p := cacheme.New(cacheme.Settings{Redis: rdb})
 
 	books, err := cacheme.WrapNode(p, cacheme.NodeSpec[int, UserBooks, []string]{
 		Node: func(userID int) UserBooks { return UserBooks{UserID: userID} },

@@ -133,9 +133,9 @@ func newProbe(t *testing.T, p *cacheme.Plugin, name string, read func(ctx contex
 	t.Helper()
 	pr := &probe{name: name, groups: groups}
 	f, err := cacheme.Wrap(p, cacheme.Spec[int, string]{
-		Key:         func(int) string { return "probe:" + name },
-		InvalidKeys: func(int, string) []string { return pr.groups },
-		Tag:         "probe",
+		Key:    func(int) string { return "probe:" + name },
+		Groups: func(int, string) []string { return pr.groups },
+		Tag:    "probe",
 	}, func(ctx context.Context, _ int) (string, error) {
 		pr.calls.Add(1)
 		return read(ctx)

@@ -46,7 +46,8 @@ func newPluginOn(t testing.TB, rdb redis.UniversalClient, s cacheme.Settings) *c
 	if s.TTL == 0 {
 		s.TTL = time.Minute
 	}
-	p, err := cacheme.New(s)
+	p := cacheme.New(s)
+	err := p.Err()
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -13,6 +13,9 @@ import (
 // every field of the hash. It returns how many entries held a valid value
 // or were being computed.
 func (p *Plugin) InvalidateKeys(ctx context.Context, keys ...string) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	entries := make([]entry, 0, len(keys))
 	for _, k := range keys {
 		h, f, err := p.hashKey(k)
@@ -29,6 +32,9 @@ func (p *Plugin) InvalidateKeys(ctx context.Context, keys ...string) (int, error
 // trips for any number of groups and members. It returns how many entries
 // it hit.
 func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	indexes := make([]string, 0, len(names))
 	for _, n := range names {
 		k, err := p.groupKey(n)
@@ -44,6 +50,9 @@ func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, er
 // wrapped function's tag or a node type's name. An unknown tag is an error
 // wrapping ErrUnknownTag.
 func (p *Plugin) InvalidateTag(ctx context.Context, tag string) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	c := p.reg.lookup(tag)
 	if c == nil {
 		return 0, fmt.Errorf("%w: %q", ErrUnknownTag, tag)
@@ -59,6 +68,9 @@ func (p *Plugin) InvalidateTag(ctx context.Context, tag string) (int, error) {
 
 // InvalidateNodes invalidates the cached values of the given nodes.
 func (p *Plugin) InvalidateNodes(ctx context.Context, ns ...nodes.Node) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	keys := make([]string, 0, len(ns))
 	for _, n := range ns {
 		if err := nodes.Check(n); err != nil {
@@ -72,6 +84,9 @@ func (p *Plugin) InvalidateNodes(ctx context.Context, ns ...nodes.Node) (int, er
 // InvalidateInvalidNodes invalidates every member of the groups the given
 // invalid nodes name (upstream InvalidNode.objects.invalid).
 func (p *Plugin) InvalidateInvalidNodes(ctx context.Context, ns ...nodes.InvalidNode) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	names := make([]string, 0, len(ns))
 	for _, n := range ns {
 		if err := nodes.Check(n); err != nil {

@@ -280,10 +280,10 @@ func testNoStaleRefill(t *testing.T, p *cacheme.Plugin, mode cacheme.StaleMode, 
 	var runs atomic.Int64
 	var paused atomic.Pointer[gate] // set: the function waits on it
 	f := mustWrap(t, p, cacheme.Spec[int, int64]{
-		Key:         func(int) string { return "refill>f" },
-		InvalidKeys: func(int, int64) []string { return []string{"refill-group"} },
-		Tag:         "refill-tag",
-		Stale:       mode,
+		Key:    func(int) string { return "refill>f" },
+		Groups: func(int, int64) []string { return []string{"refill-group"} },
+		Tag:    "refill-tag",
+		Stale:  mode,
 	}, func(context.Context, int) (int64, error) {
 		n := runs.Add(1)
 		if g := paused.Load(); g != nil {
@@ -557,9 +557,9 @@ func TestLoadBoundedGrowth(t *testing.T) {
 		p, rdb := newPlugin(t, cacheme.Settings{})
 		prefix := p.Settings().Prefix
 		f := mustWrap(t, p, cacheme.Spec[int, int]{
-			Key:         func(n int) string { return "b:" + strconv.Itoa(n) },
-			InvalidKeys: func(int, int) []string { return []string{"g"} },
-			Tag:         "t",
+			Key:    func(n int) string { return "b:" + strconv.Itoa(n) },
+			Groups: func(int, int) []string { return []string{"g"} },
+			Tag:    "t",
 		}, identity)
 		for i := range 5 {
 			call(t, f, i)
@@ -597,10 +597,10 @@ func TestLoadBoundedGrowth(t *testing.T) {
 		prefix := p.Settings().Prefix
 		spec := func(ttl time.Duration) cacheme.Spec[int, int] {
 			return cacheme.Spec[int, int]{
-				Key:         func(n int) string { return "e:" + strconv.Itoa(n) },
-				InvalidKeys: func(int, int) []string { return []string{"g"} },
-				Tag:         "t",
-				TTL:         ttl,
+				Key:    func(n int) string { return "e:" + strconv.Itoa(n) },
+				Groups: func(int, int) []string { return []string{"g"} },
+				Tag:    "t",
+				TTL:    ttl,
 			}
 		}
 		short := mustWrap(t, p, spec(50*time.Millisecond), identity)
@@ -640,7 +640,7 @@ func TestLoadBoundedGrowth(t *testing.T) {
 		var failing atomic.Bool
 		f := mustWrap(t, p, cacheme.Spec[int, int]{
 			Key: func(n int) string { return "w:" + strconv.Itoa(n%10) + ">" + strconv.Itoa(n%3) },
-			InvalidKeys: func(n int, _ int) []string {
+			Groups: func(n int, _ int) []string {
 				return []string{"g:" + strconv.Itoa(n%4), "all"}
 			},
 			Tag: "w",
@@ -693,7 +693,7 @@ func TestLoadRoundTrips(t *testing.T) {
 	ctx := context.Background()
 	f := mustWrap(t, p, cacheme.Spec[int, int]{
 		Key: func(n int) string { return "rt:" + strconv.Itoa(n) },
-		InvalidKeys: func(n int, _ int) []string {
+		Groups: func(n int, _ int) []string {
 			switch {
 			case n < 0:
 				return []string{"warm"}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"regexp"
 	"runtime"
 	"strings"
-	"text/template"
 	"time"
 )
 
@@ -36,27 +36,28 @@ func (m StaleMode) resolve(p *Plugin) bool {
 }
 
 // Spec says how Wrap memoizes a function of arguments A with result R
-// (upstream's cacheme decorator). Exactly one of Key and KeyTemplate is
-// required.
+// (upstream's cacheme decorator). Key is required.
 type Spec[A, R any] struct {
-	// Key builds the cache key from the arguments. The configured prefix is
-	// added. "hash>field" stores the result in field "field" of the Redis
-	// hash "hash": invalidating key "hash" invalidates all of its fields.
+	// Key builds the cache key from the arguments. It is required. The
+	// configured prefix is added. "hash>field" stores the result in field
+	// "field" of the Redis hash "hash": invalidating key "hash" invalidates
+	// all of its fields.
 	Key func(A) string
 
-	// KeyTemplate is a text/template executed with the arguments, as an
-	// alternative to Key: "book:{{.ID}}".
-	KeyTemplate string
-
-	// InvalidKeys returns the invalidation groups the result joins after it
-	// is computed: invalidating group "user:1" (the Redis set
-	// "<prefix>user:1:invalid") invalidates it. It sees the result, so the
+	// Groups returns the invalidation groups the result joins after it is
+	// computed (upstream invalid_keys): invalidating group "User:1" (the
+	// Redis set "<prefix>User:1:invalid", as a GORM write of a model whose
+	// CacheKey is "User:1" does) invalidates it. It sees the result, so the
 	// groups may depend on it. Empty names are ignored.
-	InvalidKeys func(args A, result R) []string
+	Groups func(args A, result R) []string
 
 	// Tag names the set of every entry of this function, so that they can be
-	// invalidated together. If empty, defaults to the function's name
-	// (package.Function).
+	// invalidated together; it names a Redis key and an admin row, so it is
+	// stable. If empty, defaults to the function's name ("package.Function",
+	// or "package.Type.Method" for a method value); a function literal,
+	// whose compiler name changes when code moves, defaults to the name of
+	// the function it is written in, so literals of one function share a
+	// tag unless they set their own.
 	Tag string
 
 	// Hit, if set, is called when the first read returns a cached value: a
@@ -68,11 +69,9 @@ type Spec[A, R any] struct {
 	// cache.
 	Miss func(ctx context.Context, key string, args A)
 
-	// Skip, if true, makes every call run the function without the cache.
-	Skip bool
-
 	// SkipIf, if set, is asked on every call: true runs the function without
-	// reading or writing the cache; false caches as usual.
+	// reading or writing the cache; false caches as usual. If nil, every
+	// call is cached.
 	SkipIf func(A) bool
 
 	// TTL is how long a result stays valid. If zero, defaults to
@@ -84,41 +83,28 @@ type Spec[A, R any] struct {
 }
 
 // Wrap returns fn memoized in Redis as spec says. The returned function has
-// fn's shape and is safe for concurrent use. Wrap fails if spec has no key,
-// two keys, a bad template or a negative TTL.
+// fn's shape and is safe for concurrent use. Wrap fails with the plugin's
+// configuration error (see Plugin.Err), or with an error wrapping
+// ErrInvalidSpec if spec has no Key or a negative TTL.
 func Wrap[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (R, error)) (func(context.Context, A) (R, error), error) {
-	if p == nil || fn == nil {
-		return nil, fmt.Errorf("%w: nil plugin or function", ErrInvalidSpec)
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
-	keyOf := spec.Key
-	switch {
-	case keyOf != nil && spec.KeyTemplate != "":
-		return nil, fmt.Errorf("%w: both Key and KeyTemplate are set", ErrInvalidSpec)
-	case keyOf == nil && spec.KeyTemplate == "":
-		return nil, fmt.Errorf("%w: no Key or KeyTemplate", ErrInvalidSpec)
-	case keyOf == nil:
-		tmpl, err := template.New("key").Option("missingkey=error").Parse(spec.KeyTemplate)
-		if err != nil {
-			return nil, fmt.Errorf("%w: KeyTemplate: %w", ErrInvalidSpec, err)
-		}
-		return wrapKey(p, spec, fn, func(a A) (string, error) {
-			var b strings.Builder
-			if err := tmpl.Execute(&b, a); err != nil {
-				return "", fmt.Errorf("%w: KeyTemplate: %w", ErrInvalidKey, err)
-			}
-			return b.String(), nil
-		})
+	if fn == nil {
+		return nil, fmt.Errorf("%w: nil function", ErrInvalidSpec)
 	}
-	return wrapKey(p, spec, fn, func(a A) (string, error) { return keyOf(a), nil })
-}
-
-func wrapKey[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (R, error), keyOf func(A) (string, error)) (func(context.Context, A) (R, error), error) {
+	if spec.Key == nil {
+		return nil, fmt.Errorf("%w: no Key", ErrInvalidSpec)
+	}
 	if spec.TTL < 0 {
 		return nil, fmt.Errorf("%w: negative TTL %v", ErrInvalidSpec, spec.TTL)
 	}
 	tag := spec.Tag
 	if tag == "" {
-		tag = funcName(fn)
+		var err error
+		if tag, err = funcTag(fn); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := p.tagKey(tag); err != nil {
 		return nil, err
@@ -129,25 +115,24 @@ func wrapKey[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (
 		ttl = p.set.TTL
 	}
 	return func(ctx context.Context, args A) (R, error) {
-		if p.set.Disabled || spec.Skip || (spec.SkipIf != nil && spec.SkipIf(args)) {
-			return fn(ctx, args)
-		}
-		key, err := keyOf(args)
-		if err != nil {
-			var zero R
+		var zero R
+		if err := p.Err(); err != nil {
 			return zero, err
 		}
+		if p.set.Disabled || (spec.SkipIf != nil && spec.SkipIf(args)) {
+			return fn(ctx, args)
+		}
+		key := spec.Key(args)
 		e, err := p.parseEntry(key)
 		if err != nil {
-			var zero R
 			return zero, err
 		}
 		l := load[R]{
 			e: e, tag: tag, tagC: tagC, stale: spec.Stale.resolve(p), ttl: ttl,
 			fn: func(ctx context.Context) (R, error) { return fn(ctx, args) },
 		}
-		if spec.InvalidKeys != nil {
-			l.groups = func(r R) ([]string, error) { return spec.InvalidKeys(args, r), nil }
+		if spec.Groups != nil {
+			l.groups = func(r R) ([]string, error) { return spec.Groups(args, r), nil }
 		}
 		if spec.Hit != nil {
 			l.hit = func(ctx context.Context, r R) { spec.Hit(ctx, key, args, r) }
@@ -159,15 +144,26 @@ func wrapKey[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (
 	}, nil
 }
 
-// funcName returns "package.Function" for fn.
-func funcName(fn any) string {
+// funcTag returns the default tag of fn: "package.Function", or
+// "package.Type.Method" for a method value. A function literal's compiler
+// name ("package.Outer.func3") changes whenever a literal is added before
+// it, so a literal is tagged by the function it is written in
+// ("package.Outer"): every literal of one function shares the tag.
+func funcTag(fn any) (string, error) {
 	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
 	if f == nil {
-		return "func"
+		return "", fmt.Errorf("%w: the function has no name; set Spec.Tag", ErrInvalidSpec)
 	}
 	name := f.Name()
 	if i := strings.LastIndex(name, "/"); i >= 0 {
 		name = name[i+1:]
 	}
-	return name
+	name = strings.TrimSuffix(name, "-fm") // a method value
+	name = literal.ReplaceAllString(name, "")
+	name = strings.NewReplacer("(*", "", "(", "", ")", "").Replace(name)
+	return name, nil
 }
+
+// literal matches the compiler's suffixes for function literals:
+// ".func1", ".func2.3", ".gowrap1", generic instances included.
+var literal = regexp.MustCompile(`(\.func\d+|\.gowrap\d+)(\.\d+)*(\[[^\]]*\])?`)

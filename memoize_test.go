@@ -3,6 +3,7 @@ package cacheme_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -24,11 +25,8 @@ func tagDefaultFn(_ context.Context, n int) (int, error) { return n, nil }
 
 // #1: no connection.
 func TestNewWithoutRedis(t *testing.T) {
-	p, err := cacheme.New(cacheme.Settings{})
-	isErr(t, err, cacheme.ErrNoRedis)
-	if p != nil {
-		t.Fatalf("got plugin %v; want nil", p)
-	}
+	p := cacheme.New(cacheme.Settings{})
+	isErr(t, p.Err(), cacheme.ErrNoRedis)
 }
 
 // #3: a disabled plugin never caches and writes nothing.
@@ -36,8 +34,8 @@ func TestWrapDisabled(t *testing.T) {
 	p, rdb := newPlugin(t, cacheme.Settings{Disabled: true})
 	var runs atomic.Int64
 	f := mustWrap(t, p, cacheme.Spec[int, int]{
-		Key:         func(int) string { return "test>me" },
-		InvalidKeys: func(int, int) []string { return []string{"test_invalid"} },
+		Key:    func(int) string { return "test>me" },
+		Groups: func(int, int) []string { return []string{"test_invalid"} },
 	}, func(_ context.Context, n int) (int, error) { runs.Add(1); return n, nil })
 	for _, n := range []int{1, 2, 2} {
 		equals(t, call(t, f, n), n)
@@ -71,8 +69,8 @@ func TestWrapInvalidKeys(t *testing.T) {
 			p, rdb := newPlugin(t, cacheme.Settings{})
 			ctx := context.Background()
 			f := mustWrap(t, p, cacheme.Spec[int, int]{
-				Key:         func(int) string { return "test>me" },
-				InvalidKeys: func(int, int) []string { return tt.groups },
+				Key:    func(int) string { return "test>me" },
+				Groups: func(int, int) []string { return tt.groups },
 			}, identity)
 			equals(t, call(t, f, 1), 1)
 			equals(t, call(t, f, 2), 1)
@@ -97,7 +95,7 @@ func TestWrapInvalidKeysFromResult(t *testing.T) {
 	var runs atomic.Int64
 	f := mustWrap(t, p, cacheme.Spec[int, []int]{
 		Key: func(int) string { return "books" },
-		InvalidKeys: func(_ int, books []int) []string {
+		Groups: func(_ int, books []int) []string {
 			var out []string
 			for _, b := range books {
 				out = append(out, "Book:"+strconv.Itoa(b))
@@ -226,7 +224,7 @@ func TestWrapSkip(t *testing.T) {
 	t.Run("Skip", func(t *testing.T) {
 		p, rdb := newPlugin(t, cacheme.Settings{})
 		var c counter
-		f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "skip" }, Skip: true}, c.fn)
+		f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "skip" }, SkipIf: func(int) bool { return true }}, c.fn)
 		equals(t, call(t, f, 1), 1)
 		equals(t, call(t, f, 1), 2)
 		if keys := scanKeys(t, rdb, p.Settings().Prefix); len(keys) != 0 {
@@ -486,12 +484,13 @@ type book struct {
 	Shelf string
 }
 
-// KeyTemplate is an alternative to Key.
-func TestWrapKeyTemplate(t *testing.T) {
+// A "hash>field" key built from the arguments stores the result in that
+// field of that hash.
+func TestWrapKeyField(t *testing.T) {
 	p, rdb := newPlugin(t, cacheme.Settings{})
 	ctx := context.Background()
 	var runs atomic.Int64
-	f := mustWrap(t, p, cacheme.Spec[book, int]{KeyTemplate: "book:{{.ID}}>{{.Shelf}}"},
+	f := mustWrap(t, p, cacheme.Spec[book, int]{Key: func(b book) string { return fmt.Sprintf("book:%d>%s", b.ID, b.Shelf) }},
 		func(_ context.Context, b book) (int, error) { runs.Add(1); return b.ID, nil })
 	equals(t, call(t, f, book{7, "x"}), 7)
 	equals(t, call(t, f, book{7, "x"}), 7)
@@ -500,25 +499,29 @@ func TestWrapKeyTemplate(t *testing.T) {
 	ok(t, err)
 	equals(t, n, true)
 
-	bind := mustWrap(t, p, cacheme.Spec[keyArgs, int]{
-		KeyTemplate: `{{.Self.PP}}:{{.A}}:{{index .Args 0}}:{{index .Kwargs "ff"}}`,
-	}, func(context.Context, keyArgs) (int, error) { return 1, nil })
-	equals(t, call(t, bind, keyArgs{keySelf{1}, 2, []int{3}, map[string]int{"ff": 4}}), 1)
-	n, err = rdb.HExists(ctx, p.Settings().Prefix+"1:2:3:4", "v:base").Result()
-	ok(t, err)
-	equals(t, n, true)
-
-	// A template that fails on the arguments is a key error, and the
-	// function does not run.
-	missing := mustWrap(t, p, cacheme.Spec[book, int]{KeyTemplate: "book:{{.Nope}}"},
+	// A key the plugin cannot use is an error, and the function does not run.
+	empty := mustWrap(t, p, cacheme.Spec[book, int]{Key: func(book) string { return "" }},
 		func(_ context.Context, b book) (int, error) { runs.Add(1); return b.ID, nil })
-	_, err = missing(ctx, book{ID: 1})
-	isErr(t, err, cacheme.ErrInvalidKey)
-	noKey := mustWrap(t, p, cacheme.Spec[map[string]int, int]{KeyTemplate: "m:{{.id}}"},
-		func(context.Context, map[string]int) (int, error) { runs.Add(1); return 0, nil })
-	_, err = noKey(ctx, map[string]int{})
+	_, err = empty(ctx, book{ID: 1})
 	isErr(t, err, cacheme.ErrInvalidKey)
 	equals(t, runs.Load(), 1)
+}
+
+// The default tag is stable: a named function's or method's name, and for
+// a function literal the name of the function it is written in.
+func TestWrapDefaultTag(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	key := func(int) string { return "k" }
+	_, err := cacheme.Wrap(p, cacheme.Spec[int, int]{Key: key}, func(_ context.Context, n int) (int, error) { return n, nil })
+	ok(t, err)
+	_, err = cacheme.Wrap(p, cacheme.Spec[int, int]{Key: key, Tag: "lit"}, func(_ context.Context, n int) (int, error) { return n, nil })
+	ok(t, err)
+	_, err = cacheme.Wrap(p, cacheme.Spec[int, int]{Key: key}, tagDefaultFn)
+	ok(t, err)
+	var c counter
+	_, err = cacheme.Wrap(p, cacheme.Spec[int, int64]{Key: key}, c.fn)
+	ok(t, err)
+	deepEquals(t, p.Tags(), []string{"cacheme_test.TestWrapDefaultTag", "cacheme_test.counter.fn", "cacheme_test.tagDefaultFn", "lit"})
 }
 
 func TestWrapInvalidSpec(t *testing.T) {
@@ -531,11 +534,8 @@ func TestWrapInvalidSpec(t *testing.T) {
 		fn   func(context.Context, int) (int, error)
 	}{
 		{"no key", valid, cacheme.Spec[int, int]{}, identity},
-		{"both keys", valid, cacheme.Spec[int, int]{Key: key, KeyTemplate: "k"}, identity},
-		{"bad template", valid, cacheme.Spec[int, int]{KeyTemplate: "k:{{.ID"}, identity},
 		{"negative TTL", valid, cacheme.Spec[int, int]{Key: key, TTL: -time.Second}, identity},
 		{"nil function", valid, cacheme.Spec[int, int]{Key: key}, nil},
-		{"nil plugin", nil, cacheme.Spec[int, int]{Key: key}, identity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -603,9 +603,9 @@ func TestInvalidateKeysReservedSuffix(t *testing.T) {
 	p, _ := newPlugin(t, cacheme.Settings{})
 	ctx := context.Background()
 	f := mustWrap(t, p, cacheme.Spec[int, int]{
-		Key:         func(int) string { return "k" },
-		InvalidKeys: func(int, int) []string { return []string{"g"} },
-		Tag:         "t",
+		Key:    func(int) string { return "k" },
+		Groups: func(int, int) []string { return []string{"g"} },
+		Tag:    "t",
 	}, identity)
 	equals(t, call(t, f, 1), 1)
 	for _, k := range []string{"g:invalid", "t:tag"} {

@@ -93,6 +93,9 @@ type m2mBinding struct {
 // once. An unknown model, field or a missing key function is an error
 // wrapping m2m.ErrInvalid.
 func (p *Plugin) RegisterM2M(tables ...m2m.Table) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
 	p.bind.mu.Lock()
 	defer p.bind.mu.Unlock()
 	if p.bind.db == nil {
@@ -113,6 +116,9 @@ func (p *Plugin) RegisterM2M(tables ...m2m.Table) error {
 // model is an error wrapping ErrInvalidSpec; an M2MInvalidNode needs its
 // relation registered with RegisterM2M first.
 func (p *Plugin) RegisterNodes(ns ...nodes.InvalidNode) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
 	p.bind.mu.Lock()
 	defer p.bind.mu.Unlock()
 	if p.bind.db == nil {
@@ -431,6 +437,9 @@ func subQuery(db *gorm.DB) *gorm.DB {
 // database the plugin was initialized with. Rows are model values or
 // pointers to them.
 func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
+	}
 	db := p.db()
 	if db == nil {
 		return 0, fmt.Errorf("%w: InvalidateModels needs db.Use(plugin) first", ErrInvalidSpec)
@@ -466,6 +475,9 @@ func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error)
 // other side nodes.All. N must be registered with RegisterNodes.
 func FillNode[N nodes.InvalidNode](p *Plugin, row any) (N, error) {
 	var zero N
+	if err := p.Err(); err != nil {
+		return zero, err
+	}
 	db := p.db()
 	if db == nil {
 		return zero, fmt.Errorf("%w: FillNode needs db.Use(plugin) first", ErrInvalidSpec)

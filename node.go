@@ -20,11 +20,9 @@ type NodeSpec[A any, N nodes.Node, R any] struct {
 	// Miss, if set, is called on a miss, in place of the node's own Miss.
 	Miss func(ctx context.Context, key string, args A)
 
-	// Skip, if true, makes every call run the function without the cache.
-	Skip bool
-
 	// SkipIf, if set, is asked on every call: true runs the function without
-	// reading or writing the cache; false caches as usual.
+	// reading or writing the cache; false caches as usual. If nil, every
+	// call is cached.
 	SkipIf func(A) bool
 
 	// Stale overrides Settings.NoStale for this function; a node that
@@ -34,10 +32,15 @@ type NodeSpec[A any, N nodes.Node, R any] struct {
 
 // WrapNode returns fn memoized by node: the node built from the arguments
 // gives the key (Node.Key), the groups (Node.InvalidNodes), the tag (the node
-// type's name), and optionally its own stale mode, TTL and callbacks.
+// type's name), and optionally its own stale mode, TTL and callbacks. It
+// fails with the plugin's configuration error (see Plugin.Err), or with an
+// error wrapping ErrInvalidSpec for a nil function or Node.
 func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn func(context.Context, A) (R, error)) (func(context.Context, A) (R, error), error) {
-	if p == nil || fn == nil || spec.Node == nil {
-		return nil, fmt.Errorf("%w: nil plugin, function or Node", ErrInvalidSpec)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	if fn == nil || spec.Node == nil {
+		return nil, fmt.Errorf("%w: nil function or Node", ErrInvalidSpec)
 	}
 	if reflect.TypeFor[N]().Kind() == reflect.Interface {
 		return nil, fmt.Errorf("%w: the node type must be concrete, not the interface %v", ErrInvalidSpec, reflect.TypeFor[N]())
@@ -45,10 +48,13 @@ func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn 
 	tag := nodeTag[N]()
 	tagC := p.reg.register(tag)
 	return func(ctx context.Context, args A) (R, error) {
-		if p.set.Disabled || spec.Skip || (spec.SkipIf != nil && spec.SkipIf(args)) {
+		var zero R
+		if err := p.Err(); err != nil {
+			return zero, err
+		}
+		if p.set.Disabled || (spec.SkipIf != nil && spec.SkipIf(args)) {
 			return fn(ctx, args)
 		}
-		var zero R
 		n := spec.Node(args)
 		if err := nodes.Check(n); err != nil {
 			return zero, err
@@ -95,7 +101,7 @@ type NodeManager[N nodes.Node, R any] struct {
 // interface.
 func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
 	tag := nodeTag[N]()
-	if p != nil {
+	if p.Err() == nil {
 		p.reg.register(tag)
 	}
 	return NodeManager[N, R]{p: p, tag: tag}
@@ -106,8 +112,8 @@ func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
 // expired or invalidated.
 func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 	var zero R
-	if m.p == nil {
-		return zero, errNoPlugin
+	if err := m.p.Err(); err != nil {
+		return zero, err
 	}
 	if err := nodes.Check(n); err != nil {
 		return zero, err
@@ -128,24 +134,22 @@ func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 
 // Invalidate invalidates the cached value of n.
 func (m NodeManager[N, R]) Invalidate(ctx context.Context, n N) (int, error) {
-	if m.p == nil {
-		return 0, errNoPlugin
+	if err := m.p.Err(); err != nil {
+		return 0, err
 	}
 	return m.p.InvalidateNodes(ctx, n)
 }
 
 // InvalidateAll invalidates every cached value of node type N (its tag).
 func (m NodeManager[N, R]) InvalidateAll(ctx context.Context) (int, error) {
-	if m.p == nil {
-		return 0, errNoPlugin
+	if err := m.p.Err(); err != nil {
+		return 0, err
 	}
 	return m.p.InvalidateTag(ctx, m.tag)
 }
 
 // Tag returns the tag of node type N: its type name.
 func (m NodeManager[N, R]) Tag() string { return m.tag }
-
-var errNoPlugin = fmt.Errorf("%w: NodeManager of a nil plugin", ErrInvalidSpec)
 
 func nodeTag[N nodes.Node]() string {
 	return nodes.Name(reflect.Zero(reflect.TypeFor[N]()).Interface())

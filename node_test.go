@@ -474,7 +474,7 @@ func TestWrapNodeSkip(t *testing.T) {
 		want     []int64 // results of f(0), f(1), f(0), f(1)
 	}{
 		{"cached", false, cacheme.NodeSpec[int, TestNodeConstant, int64]{}, []int64{1, 1, 1, 1}},
-		{"Skip", false, cacheme.NodeSpec[int, TestNodeConstant, int64]{Skip: true}, []int64{1, 2, 3, 4}},
+		{"Skip", false, cacheme.NodeSpec[int, TestNodeConstant, int64]{SkipIf: func(int) bool { return true }}, []int64{1, 2, 3, 4}},
 		{"SkipIf odd", false, cacheme.NodeSpec[int, TestNodeConstant, int64]{SkipIf: func(n int) bool { return n%2 == 1 }}, []int64{1, 2, 1, 3}},
 		{"Disabled", true, cacheme.NodeSpec[int, TestNodeConstant, int64]{}, []int64{1, 2, 3, 4}},
 	}

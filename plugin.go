@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -17,43 +19,66 @@ const Name = "cacheme"
 var _ gorm.Plugin = (*Plugin)(nil)
 
 // Plugin memoizes function results in Redis and invalidates them. It is a
-// GORM plugin (db.Use(p)), and also works without GORM. A Plugin is safe for
-// concurrent use.
+// GORM plugin (db.Use(cacheme.New(s))), and also works without GORM. A
+// Plugin is safe for concurrent use.
 type Plugin struct {
 	set     Settings              // with defaults applied
+	err     error                 // the configuration error New found, if any
 	rdb     redis.UniversalClient // set.Redis
 	reg     registry              // tags and counters
 	bind    bindings              // model, node and m2m registrations
 	tokenID string                // random, makes lease tokens unique across processes
 	tokenN  atomic.Uint64         // lease token counter
 
-	flushing chan struct{} // one token per flush running (maxBackground)
+	flushing chan struct{}  // one token per flush running (maxBackground)
+	flushes  sync.WaitGroup // every flush running, in the background or not
+	closed   atomic.Bool    // set by Close
 }
 
-// New returns a plugin configured by s. It fails if s has no Redis client or
-// a setting is out of range. New does not contact Redis.
-func New(s Settings) (*Plugin, error) {
+// New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
+// New does not contact Redis and never returns nil. A configuration that
+// cannot work (no Redis client, a setting out of range) is not lost: Err
+// returns it, and db.Use, Wrap, WrapNode and every call that needs a valid
+// plugin return it too, wrapping ErrNoRedis or ErrInvalidSettings.
+func New(s Settings) *Plugin {
 	s, err := s.withDefaults()
-	if err != nil {
-		return nil, err
-	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Plugin{set: s, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}, nil
+	return &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
 }
+
+// Err returns the configuration error New found (wrapping ErrNoRedis or
+// ErrInvalidSettings), ErrClosed after Close, or nil.
+func (p *Plugin) Err() error {
+	switch {
+	case p == nil:
+		return errNilPlugin
+	case p.err != nil:
+		return p.err
+	case p.closed.Load():
+		return ErrClosed
+	}
+	return nil
+}
+
+// errNilPlugin is what every call on a nil *Plugin returns.
+var errNilPlugin = fmt.Errorf("%w: nil *Plugin", ErrInvalidSpec)
 
 // Name returns "cacheme".
 func (p *Plugin) Name() string { return Name }
 
 // Initialize registers the plugin's callbacks with db. GORM calls it from
-// db.Use.
-// It checks the relations and nodes registered with RegisterM2M and
-// RegisterNodes against db's schemas, registers the callbacks and wraps db's
-// connection pool so that transactions invalidate after their COMMIT. Use
-// the plugin with one *gorm.DB (and the sessions made from it), and call
-// db.Use right after gorm.Open: sessions made before it do not invalidate
-// after commit.
+// db.Use, which returns its error: the configuration error New found, or a
+// registration (RegisterM2M, RegisterNodes) that does not match db's
+// schemas.
+// It registers the callbacks and wraps db's connection pool so that
+// transactions invalidate after their COMMIT. Use the plugin with one
+// *gorm.DB (and the sessions made from it), and call db.Use right after
+// gorm.Open: sessions made before it do not invalidate after commit.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
 	if err := p.bind.resolve(db); err != nil {
 		return err
 	}
@@ -65,7 +90,36 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 }
 
 // Settings returns the plugin's settings, with defaults applied.
-func (p *Plugin) Settings() Settings { return p.set }
+func (p *Plugin) Settings() Settings {
+	if p == nil {
+		return Settings{}
+	}
+	return p.set
+}
+
+// Close waits for the invalidations still running in the background (see
+// Settings.FlushTimeout) to finish, or for ctx to be done, whichever comes
+// first, and returns ctx's error in the latter case. After Close, memoized
+// calls, invalidations and GORM writes through the plugin fail with
+// ErrClosed. Close does not close the Redis client: the caller owns it.
+// Calling Close again waits again.
+func (p *Plugin) Close(ctx context.Context) error {
+	if p == nil {
+		return errNilPlugin
+	}
+	p.closed.Store(true)
+	done := make(chan struct{})
+	go func() {
+		p.flushes.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cacheme: Close: invalidations still running: %w", ctx.Err())
+	}
+}
 
 // token returns a new lease token, unique across processes.
 func (p *Plugin) token() string {

@@ -21,7 +21,8 @@ const (
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
 // The zero value of every field is its documented default; New applies the
-// defaults and rejects values out of range.
+// defaults, and a value out of range makes the plugin's Err (and db.Use)
+// fail.
 type Settings struct {
 	// Redis is the client every cache operation goes through. It is
 	// required. Any redis.UniversalClient works: a single client, a
@@ -99,9 +100,6 @@ type Settings struct {
 // withDefaults returns s with every zero field set to its default and checks
 // the result. It is the one place defaults are applied.
 func (s Settings) withDefaults() (Settings, error) {
-	if s.Redis == nil {
-		return s, ErrNoRedis
-	}
 	if s.Prefix == "" {
 		s.Prefix = DefaultPrefix
 	}
@@ -124,6 +122,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		s.Codec = MsgpackCodec{}
 	}
 	switch {
+	case s.Redis == nil:
+		return s, ErrNoRedis
 	case strings.Contains(s.Prefix, ">"):
 		return s, fmt.Errorf("%w: Prefix %q contains '>'", ErrInvalidSettings, s.Prefix)
 	case s.HerdRetryCount < 0:

@@ -2,10 +2,14 @@ package cacheme_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/internal/testenv"
 )
 
 func TestNewInvalidSettings(t *testing.T) {
@@ -26,11 +30,7 @@ func TestNewInvalidSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.s.Redis = rdb
-			p, err := cacheme.New(tt.s)
-			isErr(t, err, cacheme.ErrInvalidSettings)
-			if p != nil {
-				t.Fatalf("got plugin %v; want nil", p)
-			}
+			assertConfigError(t, cacheme.New(tt.s), cacheme.ErrInvalidSettings)
 		})
 	}
 }
@@ -61,7 +61,8 @@ func TestNewSettings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.in.Redis = rdb
 			tt.in.ErrorHook = hook
-			p, err := cacheme.New(tt.in)
+			p := cacheme.New(tt.in)
+			err := p.Err()
 			ok(t, err)
 			got := p.Settings()
 			if got.Redis != rdb {
@@ -84,7 +85,8 @@ func TestNewSettings(t *testing.T) {
 // The default prefix starts the keys in Redis.
 func TestNewDefaultPrefix(t *testing.T) {
 	rdb, _ := testRedis(t)
-	p, err := cacheme.New(cacheme.Settings{Redis: rdb, TTL: time.Minute})
+	p := cacheme.New(cacheme.Settings{Redis: rdb, TTL: time.Minute})
+	err := p.Err()
 	ok(t, err)
 	// Keys below "CM:" that are this test's own.
 	own := uniquePrefix()
@@ -92,4 +94,44 @@ func TestNewDefaultPrefix(t *testing.T) {
 	f := mustWrap(t, p, cacheme.Spec[int, int]{Key: func(int) string { return own + "k>f" }, Tag: own + "t"}, identity)
 	equals(t, call(t, f, 1), 1)
 	deepEquals(t, scanKeys(t, rdb, "CM:"+own), []string{"CM:" + own + "k", "CM:" + own + "t:tag"})
+}
+
+// assertConfigError checks that a plugin with a bad configuration reports
+// it, as the same sentinel, from every call that needs a valid plugin, and
+// never panics.
+func assertConfigError(t *testing.T, p *cacheme.Plugin, want error) {
+	t.Helper()
+	ctx := context.Background()
+	isErr(t, p.Err(), want)
+	db := testenv.DB(t, gorm.Config{})
+	isErr(t, db.Use(p), want)
+	_, err := cacheme.Wrap(p, cacheme.Spec[int, int]{Key: func(int) string { return "k" }}, identity)
+	isErr(t, err, want)
+	_, err = cacheme.WrapNode(p, cacheme.NodeSpec[int, BasicNode, int]{Node: func(int) BasicNode { return BasicNode{} }}, identity)
+	isErr(t, err, want)
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"InvalidateKeys", func() error { _, err := p.InvalidateKeys(ctx, "k"); return err }},
+		{"InvalidateGroups", func() error { _, err := p.InvalidateGroups(ctx, "g"); return err }},
+		{"InvalidateTag", func() error { _, err := p.InvalidateTag(ctx, "t"); return err }},
+		{"InvalidateNodes", func() error { _, err := p.InvalidateNodes(ctx, BasicNode{}); return err }},
+		{"InvalidateModels", func() error { _, err := p.InvalidateModels(ctx, &User{ID: 1}); return err }},
+		{"RegisterM2M", func() error { return p.RegisterM2M() }},
+		{"RegisterNodes", func() error { return p.RegisterNodes() }},
+		{"Nodes.Get", func() error { _, err := cacheme.Nodes[BasicNode, int](p).Get(ctx, BasicNode{}); return err }},
+	}
+	for _, c := range calls {
+		if err := c.call(); !errors.Is(err, want) {
+			t.Errorf("%s: got %v; want %v", c.name, err, want)
+		}
+	}
+}
+
+// A plugin without Redis, and a nil plugin, fail every call clearly: the
+// one-line form db.Use(cacheme.New(s)) reports it from db.Use.
+func TestConfigErrorEverywhere(t *testing.T) {
+	t.Run("no Redis", func(t *testing.T) { assertConfigError(t, cacheme.New(cacheme.Settings{}), cacheme.ErrNoRedis) })
+	t.Run("nil plugin", func(t *testing.T) { assertConfigError(t, nil, cacheme.ErrInvalidSpec) })
 }

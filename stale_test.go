@@ -68,10 +68,10 @@ func keyStale(kind string) staleSetup {
 	return func(t *testing.T, p *cacheme.Plugin, mode cacheme.StaleMode, fn func(context.Context, int) (int, error)) (
 		func(context.Context, int) (int, error), func(context.Context) (int, error)) {
 		f := mustWrap(t, p, cacheme.Spec[int, int]{
-			Key:         func(int) string { return "test>stale" },
-			InvalidKeys: func(int, int) []string { return []string{"test_stale"} },
-			Tag:         "test_stale",
-			Stale:       mode,
+			Key:    func(int) string { return "test>stale" },
+			Groups: func(int, int) []string { return []string{"test_stale"} },
+			Tag:    "test_stale",
+			Stale:  mode,
 		}, fn)
 		return f, func(ctx context.Context) (int, error) {
 			switch kind {

@@ -98,6 +98,9 @@ func (r *registry) add(tag *counters, pick func(*counters) *atomic.Int64, n int6
 
 // Stats returns a snapshot of the plugin's counters.
 func (p *Plugin) Stats() Stats {
+	if p == nil {
+		return Stats{}
+	}
 	s := Stats{Total: p.reg.total.snapshot(), Tags: map[string]Counters{}}
 	p.reg.mu.RLock()
 	defer p.reg.mu.RUnlock()
@@ -109,7 +112,12 @@ func (p *Plugin) Stats() Stats {
 
 // Tags returns the sorted names of every tag registered with the plugin: the
 // tags of wrapped functions and the type names of node types.
-func (p *Plugin) Tags() []string { return p.reg.names() }
+func (p *Plugin) Tags() []string {
+	if p == nil {
+		return nil
+	}
+	return p.reg.names()
+}
 
 func hits(c *counters) *atomic.Int64          { return &c.hits }
 func misses(c *counters) *atomic.Int64        { return &c.misses }

@@ -87,7 +87,7 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 		return err
 	}
 	s := &store{db: db}
-	s.p, err = cacheme.New(cacheme.Settings{
+	s.p = cacheme.New(cacheme.Settings{
 		Redis:  rdb,
 		Prefix: fmt.Sprintf("demo%d:", time.Now().UnixNano()),
 		InvalidationHook: func(_ context.Context, groups []string, _ int) {
@@ -97,6 +97,7 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 		},
 		ErrorHook: func(_ context.Context, err error) { fmt.Fprintln(out, "  cacheme error:", err) },
 	})
+	err = s.p.Err()
 	if err != nil {
 		return err
 	}
@@ -123,9 +124,9 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 func (s *store) memoize() error {
 	var err error
 	s.booksOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
-		Key:         func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
-		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
-		Miss:        func(_ context.Context, key string, _ uint) { s.miss(key) },
+		Key:    func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
+		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
+		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
 	}, func(ctx context.Context, id uint) ([]string, error) {
 		var u User
 		if err := s.db.WithContext(ctx).Preload("Books").First(&u, id).Error; err != nil {
@@ -142,9 +143,9 @@ func (s *store) memoize() error {
 		return err
 	}
 	s.usersOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
-		Key:         func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
-		InvalidKeys: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
-		Miss:        func(_ context.Context, key string, _ uint) { s.miss(key) },
+		Key:    func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
+		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
+		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
 	}, func(ctx context.Context, id uint) ([]string, error) {
 		var users []User
 		err := s.db.WithContext(ctx).Model(&Book{ID: id}).Association("Users").Find(&users)
