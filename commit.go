@@ -208,22 +208,34 @@ func (p *Plugin) trackConn(db *gorm.DB) {
 
 // flush invalidates groups after a commit, waiting at most
 // Settings.FlushTimeout: an invalidation still running then (Redis hangs)
-// goes on in the background, so that the committed write returns.
+// goes on in the background, so that the committed write returns. Close
+// waits for those.
 func (p *Plugin) flush(ctx context.Context, groups []string) {
 	if len(groups) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
+	p.flushMu.Lock()
+	if p.closed.Load() {
+		// A write committed while Close ran: invalidate before it returns.
+		p.flushMu.Unlock()
+		p.flushNow(ctx, groups)
+		return
+	}
+	p.flushes.Add(1) // before Close's Wait: see Close
+	p.flushMu.Unlock()
 	select {
 	case p.flushing <- struct{}{}:
 	default:
 		// maxBackground flushes already run (Redis hangs): wait for this
 		// one rather than pile up goroutines.
+		defer p.flushes.Done()
 		p.flushNow(ctx, groups)
 		return
 	}
 	done := make(chan struct{})
 	go func() {
+		defer p.flushes.Done()
 		defer func() { <-p.flushing }()
 		defer close(done)
 		p.flushNow(ctx, groups)
@@ -241,52 +253,24 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 // not.
 const maxBackground = 64
 
-// flushNow invalidates groups after a commit. Each step (emptying the group
-// sets, invalidating their members) is retried a few times for the parts
-// that failed (flushRetries times), so that a member taken out of its group
-// is not forgotten while Redis recovers. Failures are reported to the error
-// hook and counted, never returned.
+// flushNow invalidates groups after a commit, on the one invalidation path
+// with flushRetries retries. A failure is reported to the error hook (as
+// lost, with what is left) and counted, never returned; the invalidation
+// hook hears what was hit.
 func (p *Plugin) flushNow(ctx context.Context, groups []string) {
 	indexes := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if k, err := p.groupKey(g); err == nil {
 			indexes = append(indexes, k)
+		} else {
+			p.report(ctx, fmt.Errorf("cacheme: a committed write named a group the plugin cannot use: %w", err))
 		}
 	}
-	var entries []entry
-	hit := 0
-	defer func() {
-		if p.set.InvalidationHook != nil {
-			p.set.InvalidationHook(ctx, groups, hit)
-		}
-	}()
-	wait := flushBackoff
-	for attempt := 0; ; attempt++ {
-		var err error
-		if len(indexes) > 0 {
-			var got []entry
-			got, indexes, err = p.takeIndexes(ctx, indexes)
-			entries = append(entries, got...)
-		}
-		if len(entries) > 0 {
-			n, failed, ierr := p.invalidateEntries(ctx, entries)
-			if err == nil {
-				err = ierr
-			}
-			p.reg.add(nil, invalidations, int64(n))
-			hit += n
-			entries = failed
-		}
-		if len(indexes) == 0 && len(entries) == 0 {
-			return
-		}
-		p.reg.add(nil, redisErrors, 1)
-		if attempt == flushRetries {
-			p.report(ctx, fmt.Errorf("cacheme: invalidation after commit failed %d times; %d groups and %d entries may stay stale until they expire: %w", attempt+1, len(indexes), len(entries), err))
-			return
-		}
-		p.report(ctx, fmt.Errorf("cacheme: invalidation after commit failed (retrying): %w", err))
-		time.Sleep(wait)
-		wait *= 2
+	hit, err := p.invalidation(indexes, nil).run(ctx, p, flushRetries)
+	if err != nil {
+		p.report(ctx, fmt.Errorf("cacheme: invalidation after commit: %w", err))
+	}
+	if p.set.InvalidationHook != nil {
+		p.set.InvalidationHook(ctx, groups, hit)
 	}
 }

@@ -48,4 +48,9 @@ var (
 	// ErrClosed is returned by memoized calls, invalidations and GORM
 	// writes through a plugin after its Close.
 	ErrClosed = errors.New("cacheme: plugin closed")
+
+	// ErrPanic wraps a panic of user code the plugin runs during a GORM
+	// write (CacheKey, m2m key functions, node fields). It fails the
+	// statement, so that GORM rolls its transaction back.
+	ErrPanic = errors.New("cacheme: panic in user code")
 )

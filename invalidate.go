@@ -2,10 +2,30 @@ package cacheme
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
 
 	"github.com/gormcacheme/cacheme/nodes"
 )
+
+// Every invalidation, public or after a commit, takes one path:
+// invalidateIndexes (groups and tags) and invalidateEntries (keys) in
+// invalidation.run, with retries as an option.
+//
+// Invariant: a member leaves its group or tag set only once its entry is
+// marked invalid. A group is first marked (the set keeps its members and
+// gets the marker that refuses computations started before it), then its
+// members' entries are invalidated, and only then are those members dropped
+// from the set, each only if its score is still the one read (a member that
+// joined again since, for a new computation, stays). Each step is
+// idempotent, so a retry after a lost reply redoes the work instead of
+// finding an empty set, and a failure is reported as such, never as "0
+// entries hit".
 
 // InvalidateKeys invalidates cache entries by key, in one Redis round trip
 // for any number of keys (upstream create_invalidation(key=...)). A key
@@ -24,26 +44,22 @@ func (p *Plugin) InvalidateKeys(ctx context.Context, keys ...string) (int, error
 		}
 		entries = append(entries, entry{hash: h, field: f})
 	}
-	return p.invalidate(ctx, entries)
+	return p.invalidation(nil, entries).run(ctx, p, 0)
 }
 
 // InvalidateGroups invalidates every member of the named invalidation
-// groups (upstream create_invalidation(invalid_key=...)): two Redis round
-// trips for any number of groups and members. It returns how many entries
-// it hit.
+// groups (upstream create_invalidation(invalid_key=...)): three Redis round
+// trips for any number of groups and members (one when they are empty). It
+// returns how many entries it hit.
 func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
 	}
-	indexes := make([]string, 0, len(names))
-	for _, n := range names {
-		k, err := p.groupKey(n)
-		if err != nil {
-			return 0, err
-		}
-		indexes = append(indexes, k)
+	indexes, err := p.groupKeys(names)
+	if err != nil {
+		return 0, err
 	}
-	return p.invalidateIndexes(ctx, indexes)
+	return p.invalidation(indexes, nil).run(ctx, p, 0)
 }
 
 // InvalidateTag invalidates every entry stored under a registered tag: a
@@ -61,7 +77,7 @@ func (p *Plugin) InvalidateTag(ctx context.Context, tag string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := p.invalidateIndexes(ctx, []string{k})
+	n, err := p.invalidation([]string{k}, nil).run(ctx, p, 0)
 	c.invalidations.Add(int64(n))
 	return n, err
 }
@@ -82,7 +98,10 @@ func (p *Plugin) InvalidateNodes(ctx context.Context, ns ...nodes.Node) (int, er
 }
 
 // InvalidateInvalidNodes invalidates every member of the groups the given
-// invalid nodes name (upstream InvalidNode.objects.invalid).
+// invalid nodes name (upstream InvalidNode.objects.invalid). It is
+// InvalidateGroups for nodes: each node is checked (nodes.Check) first, so
+// a node missing a required field is an error, not a group that names
+// nothing.
 func (p *Plugin) InvalidateInvalidNodes(ctx context.Context, ns ...nodes.InvalidNode) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
@@ -97,32 +116,177 @@ func (p *Plugin) InvalidateInvalidNodes(ctx context.Context, ns ...nodes.Invalid
 	return p.InvalidateGroups(ctx, names...)
 }
 
-func (p *Plugin) invalidateIndexes(ctx context.Context, indexes []string) (int, error) {
-	if len(indexes) == 0 {
-		return 0, nil
+// InvalidateModels invalidates what a write of the given rows would: the
+// groups of their cache keys, their registered model nodes, their tables'
+// groups, and, for rows taking part in a many-to-many relation, the keys
+// of both sides of their join rows. Use it after a write GORM cannot see
+// (db.Exec with raw SQL); it reads the join rows through the database the
+// plugin was initialized with. Rows are model values or non-nil pointers
+// to them.
+func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error) {
+	if err := p.Err(); err != nil {
+		return 0, err
 	}
-	entries, _, err := p.takeIndexes(ctx, indexes)
-	if err != nil {
-		p.reg.add(nil, redisErrors, 1)
-		if len(entries) == 0 {
+	db := p.db()
+	if db == nil {
+		return 0, fmt.Errorf("%w: InvalidateModels needs db.Use(plugin) first", ErrInvalidSpec)
+	}
+	var groups []string
+	for i, row := range rows {
+		if v := reflect.ValueOf(row); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
+			return 0, fmt.Errorf("%w: row %d is a nil %T", ErrInvalidSpec, i, row)
+		}
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(row); err != nil {
+			return 0, fmt.Errorf("%w: %T is not a model: %w", ErrInvalidSpec, row, err)
+		}
+		// An addressable copy, so that pointer-receiver CacheKey methods count.
+		rv := reflect.New(stmt.Schema.ModelType)
+		if v := reflect.Indirect(reflect.ValueOf(row)); v.Type() == stmt.Schema.ModelType {
+			rv.Elem().Set(v)
+		} else {
+			rv = reflect.ValueOf(row)
+		}
+		g, err := p.modelGroups(ctx, db, stmt.Schema, rv)
+		if err != nil {
 			return 0, err
 		}
+		groups = append(groups, g...)
 	}
-	n, ierr := p.invalidate(ctx, entries)
-	if err == nil {
-		err = ierr
-	}
-	return n, err
+	return p.InvalidateGroups(ctx, groups...)
 }
 
-func (p *Plugin) invalidate(ctx context.Context, entries []entry) (int, error) {
-	if len(entries) == 0 {
-		return 0, nil
+// modelGroups returns the groups of rows (rv) for InvalidateModels; a
+// panic in their CacheKey or key functions is an error.
+func (p *Plugin) modelGroups(ctx context.Context, db *gorm.DB, sch *schema.Schema, rv reflect.Value) (groups []string, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			groups, err = nil, fmt.Errorf("%w: %s: %v", ErrPanic, sch.Name, v)
+		}
+	}()
+	groups = p.rowGroups(ctx, sch, sch.Table, rv)
+	q := db.WithContext(ctx)
+	g, err := p.partnerGroups(q, sch, primaryKeys(q, sch, rv))
+	return append(groups, g...), err
+}
+
+// groupKeys returns the Redis keys of the named groups, skipping
+// duplicates.
+func (p *Plugin) groupKeys(names []string) ([]string, error) {
+	out := make([]string, 0, len(names))
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		k, err := p.groupKey(n)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
 	}
-	n, _, err := p.invalidateEntries(ctx, entries)
-	if err != nil {
+	return out, nil
+}
+
+// invalidation is one invalidation of group or tag sets and of entries.
+type invalidation struct {
+	indexes []string // group and tag sets still to do
+	entries []entry  // entries named directly, still to do
+}
+
+func (p *Plugin) invalidation(indexes []string, entries []entry) *invalidation {
+	return &invalidation{indexes: indexes, entries: entries}
+}
+
+// errLost wraps the error of an invalidation that could not be delivered:
+// the entries it names may be served until they expire.
+var errLost = errors.New("cacheme: invalidation not delivered; its entries may stay stale until they expire")
+
+// run invalidates, trying the parts that failed again up to retries times
+// (pausing flushBackoff, doubled each time). It returns how many entries
+// it hit and, if any part could not be delivered, an error wrapping
+// ErrRedis that says how much is left.
+func (inv *invalidation) run(ctx context.Context, p *Plugin, retries int) (int, error) {
+	hit := 0
+	wait := flushBackoff
+	for attempt := 0; ; attempt++ {
+		n, err := inv.once(ctx, p)
+		hit += n
+		p.reg.add(nil, invalidations, int64(n))
+		if err == nil {
+			return hit, nil
+		}
 		p.reg.add(nil, redisErrors, 1)
+		if attempt >= retries || ctx.Err() != nil {
+			return hit, fmt.Errorf("%w: %d groups or tags and %d entries left after %d attempts: %w", errLost, len(inv.indexes), len(inv.entries), attempt+1, err)
+		}
+		p.report(ctx, fmt.Errorf("cacheme: invalidation failed (retrying): %w", err))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		wait *= 2
 	}
-	p.reg.add(nil, invalidations, int64(n))
-	return n, err
+}
+
+// once runs the three steps once (see the invariant above) and keeps in inv
+// only what failed.
+func (inv *invalidation) once(ctx context.Context, p *Plugin) (int, error) {
+	var errs []error
+	marked, failedIdx, err := p.markIndexes(ctx, inv.indexes)
+	errs = append(errs, err)
+	entries := inv.entries
+	for _, m := range marked {
+		entries = append(entries, m.entries...)
+	}
+	hit, failed, err := p.invalidateEntries(ctx, dedupeEntries(entries))
+	errs = append(errs, err)
+	bad := make(map[entry]bool, len(failed))
+	for _, e := range failed {
+		bad[e] = true
+	}
+	// A set whose members failed is done again whole, so only the entries
+	// named directly are kept.
+	var keep []entry
+	for _, e := range inv.entries {
+		if bad[e] {
+			keep = append(keep, e)
+		}
+	}
+	inv.entries = keep
+	// Drop the members of the sets whose entries are all marked.
+	var done []markedIndex
+	for _, m := range marked {
+		ok := true
+		for _, e := range m.entries {
+			if bad[e] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			done = append(done, m)
+		} else {
+			failedIdx = append(failedIdx, m.key)
+		}
+	}
+	failedDrop, err := p.dropMembers(ctx, done)
+	errs = append(errs, err)
+	inv.indexes = append(failedIdx, failedDrop...)
+	return hit, errors.Join(errs...)
+}
+
+// dedupeEntries drops repeated entries, keeping the first.
+func dedupeEntries(es []entry) []entry {
+	seen := make(map[entry]bool, len(es))
+	out := es[:0:0]
+	for _, e := range es {
+		if !seen[e] {
+			seen[e] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -31,8 +31,9 @@ type Plugin struct {
 	tokenN  atomic.Uint64         // lease token counter
 
 	flushing chan struct{}  // one token per flush running (maxBackground)
-	flushes  sync.WaitGroup // every flush running, in the background or not
-	closed   atomic.Bool    // set by Close
+	flushMu  sync.Mutex     // orders flushes.Add before Close's flushes.Wait
+	flushes  sync.WaitGroup // every flush started before Close
+	closed   atomic.Bool    // set by Close, under flushMu
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
@@ -107,7 +108,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 	if p == nil {
 		return errNilPlugin
 	}
-	p.closed.Store(true)
+	p.flushMu.Lock()
+	p.closed.Store(true) // no flushes.Add after this (see flush)
+	p.flushMu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		p.flushes.Wait()

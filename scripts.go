@@ -170,22 +170,44 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(t))
 local ttl = tonumber(ARGV[2])
 local exp = t + ttl * 1000 + lease
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not old or tonumber(old) < exp then redis.call('ZADD', KEYS[1], num(exp), ARGV[1]) end
+-- Every join changes the member's score (dropScript relies on it).
+if old and tonumber(old) >= exp then exp = tonumber(old) + 1 end
+redis.call('ZADD', KEYS[1], num(exp), ARGV[1])
 local keep = ttl + tonumber(ARGV[3])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return {'1', num(t), num(inv)}
 `)
 
-// takeScript empties a group or tag set and returns its live members. It
-// leaves the marker "" behind for one lease TTL, so that computations which
-// started before this moment cannot join the set afterwards.
-// ARGV: lease ms.
-var takeScript = redis.NewScript(luaNowUs + `
+// markScript marks a group or tag set invalidated: it prunes expired
+// members, leaves the marker "" for one lease TTL, so that computations
+// which started before this moment cannot join the set afterwards, and
+// returns the live members with their scores. The members stay until
+// dropScript removes them, once their entries are marked (see
+// invalidate.go). ARGV: lease ms.
+var markScript = redis.NewScript(luaNowUs + `
 local t = nowus()
-local m = redis.call('ZRANGEBYSCORE', KEYS[1], num(t), '+inf')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(t))
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], num(t), '+inf', 'WITHSCORES')
 local lease = tonumber(ARGV[1])
-redis.call('DEL', KEYS[1])
 redis.call('ZADD', KEYS[1], num(t + lease * 1000), '')
-redis.call('PEXPIRE', KEYS[1], lease)
+if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
 return m
+`)
+
+// dropScript removes members from a group or tag set, each only if its
+// score is still the given one: a member that joined again since (a new
+// computation, see joinScript) keeps its place. A set left with only its
+// marker expires with the marker. ARGV: lease ms, member, score, ...
+var dropScript = redis.NewScript(`
+local n = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+if redis.call('ZCARD', KEYS[1]) == 1 and redis.call('ZSCORE', KEYS[1], '') then
+  local lease = tonumber(ARGV[1])
+  if redis.call('PTTL', KEYS[1]) > lease then redis.call('PEXPIRE', KEYS[1], lease) end
+end
+return n
 `)

@@ -205,34 +205,67 @@ func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, [
 	return n, failed, err
 }
 
-// takeIndexes empties the given group or tag sets in one round trip and
-// returns their members as entries, and the sets whose call failed.
-func (p *Plugin) takeIndexes(ctx context.Context, indexes []string) ([]entry, []string, error) {
+// markedIndex is a group or tag set marked by markIndexes: its live
+// members as entries, and as the (member, score) pairs to drop once those
+// entries are invalidated.
+type markedIndex struct {
+	key     string
+	entries []entry
+	pairs   []any // member, score, member, score...
+}
+
+// markIndexes marks the given group or tag sets invalidated (markScript) in
+// one round trip and returns their live members, and the sets whose call
+// failed. The members stay in the sets (see dropMembers).
+func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedIndex, []string, error) {
 	calls := make([]scriptCall, len(indexes))
 	for i, idx := range indexes {
-		calls[i] = scriptCall{takeScript, idx, []any{ms(p.set.LeaseTTL)}}
+		calls[i] = scriptCall{markScript, idx, []any{ms(p.set.LeaseTTL)}}
 	}
 	cmds, err := p.runPipeline(ctx, calls)
-	seen := map[string]bool{}
-	var out []entry
+	var out []markedIndex
 	var failed []string
 	for i, cmd := range cmds {
-		members, cerr := cmd.StringSlice()
-		if cerr != nil {
+		r, cerr := cmd.StringSlice()
+		if cerr != nil || len(r)%2 != 0 {
 			failed = append(failed, indexes[i])
 			continue
 		}
-		for _, m := range members {
-			if m == "" || seen[m] {
-				continue
+		m := markedIndex{key: indexes[i]}
+		for j := 0; j < len(r); j += 2 {
+			if r[j] == "" {
+				continue // the marker
 			}
-			seen[m] = true
-			if en, ok := entryFromMember(m); ok {
-				out = append(out, en)
+			m.pairs = append(m.pairs, r[j], r[j+1])
+			if en, ok := entryFromMember(r[j]); ok {
+				m.entries = append(m.entries, en)
 			}
 		}
+		out = append(out, m)
 	}
 	return out, failed, err
+}
+
+// dropMembers removes from each marked set the members read by
+// markIndexes, each only if its score is unchanged (dropScript), in one
+// round trip, and returns the sets whose call failed.
+func (p *Plugin) dropMembers(ctx context.Context, marked []markedIndex) ([]string, error) {
+	var calls []scriptCall
+	for _, m := range marked {
+		for _, chunk := range chunks(m.pairs, 2*maxParams) {
+			calls = append(calls, scriptCall{dropScript, m.key, append([]any{ms(p.set.LeaseTTL)}, chunk...)})
+		}
+	}
+	cmds, err := p.runPipeline(ctx, calls)
+	var failed []string
+	seen := map[string]bool{}
+	for i, cmd := range cmds {
+		if cmd.Err() != nil && !seen[calls[i].key] {
+			seen[calls[i].key] = true
+			failed = append(failed, calls[i].key)
+		}
+	}
+	return failed, err
 }
 
 func flag(b bool) string {

@@ -7,30 +7,39 @@ import (
 	"sync"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
+	"github.com/gormcacheme/cacheme/internal/relation"
 	"github.com/gormcacheme/cacheme/m2m"
 	"github.com/gormcacheme/cacheme/nodes"
 )
 
-// Keyer is implemented by models with one cache key (upstream cache_key):
-// when GORM writes the row, every member of the group
-// "<prefix><CacheKey()>:invalid" is invalidated.
-type Keyer interface {
-	CacheKey() string
+// Registrations: many-to-many key functions (RegisterM2M, or a join-table
+// model's M2MCacheKeys) and invalid nodes bound to models (RegisterNodes),
+// resolved against the *gorm.DB the plugin is used with.
+
+// bindings are the plugin's model registrations, resolved against one
+// *gorm.DB, and the join-table models (m2m.JoinModel) found since.
+type bindings struct {
+	mu      sync.RWMutex             // protects everything below
+	db      *gorm.DB                 // the database the plugin was initialized with
+	tables  []m2m.Table              // registered before Initialize
+	nodes   []nodes.InvalidNode      // registered before Initialize
+	all     []*m2mBinding            // every registered relation, in registration order
+	sides   map[string][]*m2mBinding // registered relations by side model table name
+	byModel map[string][]modelNode   // by model table name
+
+	// Join-table models, by their schema (nil: not a valid one, reported
+	// once), and those found so far by side model table name.
+	models     map[*schema.Schema]*m2mBinding
+	modelSides map[string][]*m2mBinding
 }
 
-// MultiKeyer is implemented by models with several cache keys.
-type MultiKeyer interface {
-	CacheKey() []string
+// m2mBinding is one many-to-many relation and its nodes.
+type m2mBinding struct {
+	rel   *relation.Relation
+	nodes []m2mNode
 }
-
-// TableGroup returns the name of the model-wide group of a table: every
-// write GORM makes to the table invalidates it, whatever rows it touches.
-// A memoized function that depends on a whole table (a list, a count) lists
-// it in its invalid keys.
-func TableGroup(table string) string { return "table:" + table }
 
 // modelNode is a registered ModelInvalidNode.
 type modelNode struct {
@@ -69,23 +78,6 @@ type m2mNode struct {
 	typ                 reflect.Type
 	ownerIdx, relIdx    int // field indexes of the owner and related sides
 	ownerStr, relString bool
-}
-
-// bindings are the plugin's model registrations, resolved against one
-// *gorm.DB.
-type bindings struct {
-	mu      sync.RWMutex             // protects everything below
-	db      *gorm.DB                 // the database the plugin was initialized with
-	tables  []m2m.Table              // registered before Initialize
-	nodes   []nodes.InvalidNode      // registered before Initialize
-	all     []*m2mBinding            // every relation, in registration order
-	sides   map[string][]*m2mBinding // by side model table name
-	byModel map[string][]modelNode   // by model table name
-}
-
-type m2mBinding struct {
-	rel   *m2m.Relation
-	nodes []m2mNode
 }
 
 // RegisterM2M registers the key functions of many-to-many relations. Called
@@ -156,7 +148,7 @@ func (b *bindings) resolve(db *gorm.DB) error {
 }
 
 func (b *bindings) addTable(t m2m.Table) error {
-	rel, err := m2m.Resolve(b.db, t)
+	rel, err := relation.Resolve(b.db, t)
 	if err != nil {
 		return err
 	}
@@ -224,7 +216,7 @@ func (b *bindings) addNode(n nodes.InvalidNode) error {
 			return fmt.Errorf("%w: node %s: both sides of %s.%s are %s, so one field cannot tell them apart; use Keys in RegisterM2M instead", ErrInvalidSpec, typ.Name(), stmt.Schema.Name, field, mb.rel.Owner.Model)
 		}
 		mn := m2mNode{typ: typ}
-		for i, side := range []m2m.Side{mb.rel.Owner, mb.rel.Related} {
+		for i, side := range mb.rel.Sides() {
 			f, ok := typ.FieldByName(side.Model)
 			if !ok || (f.Type.Kind() != reflect.String && f.Type.Kind() != reflect.Interface) {
 				return fmt.Errorf("%w: node %s needs a string field %s for its side of %s.%s", ErrInvalidSpec, typ.Name(), side.Model, stmt.Schema.Name, field)
@@ -285,83 +277,6 @@ func fieldFits(from, to reflect.Type) bool {
 	return from.Kind() != reflect.String || to.Kind() == reflect.String || to.Kind() == reflect.Interface
 }
 
-// rowGroups returns the groups to invalidate for rows of sch held in v (a
-// struct or a slice of them) written to table: their cache keys, their
-// model nodes and the table's group.
-func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, table string, v reflect.Value) []string {
-	groups := []string{TableGroup(table)}
-	p.bind.mu.RLock()
-	mns := p.bind.byModel[sch.Table]
-	p.bind.mu.RUnlock()
-	m2m.EachRow(v, func(row reflect.Value) {
-		groups = append(groups, cacheKeys(row)...)
-		for _, mn := range mns {
-			n := reflect.New(mn.typ).Elem()
-			mn.fill(ctx, sch, row, n)
-			if in, ok := n.Interface().(nodes.InvalidNode); ok {
-				groups = append(groups, in.Key())
-			}
-		}
-	})
-	return groups
-}
-
-// cacheKeys returns the keys of a row that implements Keyer or MultiKeyer.
-func cacheKeys(row reflect.Value) []string {
-	vals := []reflect.Value{row}
-	if row.CanAddr() {
-		vals = append(vals, row.Addr())
-	}
-	for _, v := range vals {
-		if !v.CanInterface() {
-			continue
-		}
-		switch k := v.Interface().(type) {
-		case Keyer:
-			return []string{k.CacheKey()}
-		case MultiKeyer:
-			return k.CacheKey()
-		}
-	}
-	return nil
-}
-
-// joinBindings returns the relations whose join table is table now (as the
-// schema has them, db.SetupJoinTable included).
-func (p *Plugin) joinBindings(table string) []*m2mBinding {
-	p.bind.mu.RLock()
-	all := p.bind.all
-	p.bind.mu.RUnlock()
-	var out []*m2mBinding
-	for _, mb := range all {
-		if live := mb.rel.Live(); live.JoinTable == table {
-			out = append(out, &m2mBinding{rel: live, nodes: mb.nodes})
-		}
-	}
-	return out
-}
-
-// joinGroups returns the groups of join rows of a registered join table.
-func (p *Plugin) joinGroups(sch *schema.Schema, v reflect.Value) []string {
-	var groups []string
-	for _, mb := range p.joinBindings(sch.Table) {
-		pairs := mb.rel.PairsOf(sch, v)
-		groups = append(groups, mb.groupsOf(pairs)...)
-	}
-	return groups
-}
-
-// groupsOf returns the keys of both sides of pairs, and their m2m nodes.
-func (mb *m2mBinding) groupsOf(pairs []m2m.Pair) []string {
-	groups := mb.rel.KeysOf(pairs)
-	for _, mn := range mb.nodes {
-		for _, pr := range pairs {
-			groups = append(groups, mn.key(pr.Owner, nodes.All), mn.key(nodes.All, pr.Related))
-		}
-	}
-	return groups
-}
-
 func (mn m2mNode) key(owner, related any) string {
 	return mn.node(owner, related).Interface().(nodes.InvalidNode).Key()
 }
@@ -381,91 +296,86 @@ func (mn m2mNode) node(owner, related any) reflect.Value {
 	return n
 }
 
-// partnerGroups reads the join rows of every registered relation in which
-// rows of sch (primary keys pks) take part, and returns the groups of both
-// sides: deleting a row must invalidate its partners' many-to-many keys.
-func (p *Plugin) partnerGroups(db *gorm.DB, sch *schema.Schema, pks []any) ([]string, error) {
-	if len(pks) == 0 {
-		return nil, nil
+// joinBindings returns the relations whose join table sch is now (as the
+// schema has them, db.SetupJoinTable included): registered ones, and the
+// relation of sch's model if it implements m2m.JoinModel. A join table
+// that has both is reported (ErrInvalidSpec) and gets both.
+func (p *Plugin) joinBindings(ctx context.Context, sch *schema.Schema) []*m2mBinding {
+	p.bind.mu.RLock()
+	all := p.bind.all
+	p.bind.mu.RUnlock()
+	var out []*m2mBinding
+	for _, mb := range all {
+		if live := mb.rel.Live(); live.JoinTable == sch.Table {
+			out = append(out, &m2mBinding{rel: live, nodes: mb.nodes})
+		}
+	}
+	if jm := p.joinModel(ctx, sch); jm != nil {
+		if len(out) > 0 {
+			p.report(ctx, fmt.Errorf("%w: join table %s has keys from RegisterM2M and from %s.M2MCacheKeys; register them in one place only", ErrInvalidSpec, sch.Table, sch.Name))
+		}
+		out = append(out, jm)
+	}
+	return out
+}
+
+// joinModel returns the relation of a join-table model (m2m.JoinModel), or
+// nil. A model whose keys do not match its schema is reported once: its
+// writes invalidate only the table's group.
+func (p *Plugin) joinModel(ctx context.Context, sch *schema.Schema) *m2mBinding {
+	if sch == nil || !relation.IsJoinModel(sch.ModelType) {
+		return nil
 	}
 	p.bind.mu.RLock()
-	mbs := p.bind.sides[sch.Table]
+	mb, seen := p.bind.models[sch]
 	p.bind.mu.RUnlock()
-	var groups []string
-	for _, mb := range mbs {
-		mb := &m2mBinding{rel: mb.rel.Live(), nodes: mb.nodes}
-		for _, chunk := range chunks(pks, maxParams/2) {
-			var conds []clause.Expression
-			for _, side := range mb.rel.Sides() {
-				if side.Schema.Table == sch.Table {
-					conds = append(conds, clause.IN{Column: clause.Column{Name: side.Column}, Values: chunk})
-				}
+	if seen {
+		return mb
+	}
+	rel, err := relation.FromJoinModel(sch)
+	p.bind.mu.Lock()
+	defer p.bind.mu.Unlock()
+	if mb, seen = p.bind.models[sch]; seen {
+		return mb
+	}
+	if p.bind.models == nil {
+		p.bind.models, p.bind.modelSides = map[*schema.Schema]*m2mBinding{}, map[string][]*m2mBinding{}
+	}
+	if err != nil {
+		p.report(ctx, fmt.Errorf("%w: %w", ErrInvalidSpec, err))
+	} else {
+		mb = &m2mBinding{rel: rel}
+		for _, s := range rel.Sides() {
+			if s.Schema != nil {
+				p.bind.modelSides[s.Schema.Table] = append(p.bind.modelSides[s.Schema.Table], mb)
 			}
-			var rows []map[string]any
-			q := subQuery(db).Table(mb.rel.JoinTable)
-			if len(conds) == 1 {
-				q = q.Where(conds[0])
-			} else {
-				q = q.Where(clause.Or(conds...))
-			}
-			if err := q.Find(&rows).Error; err != nil {
-				return nil, err
-			}
-			pairs := make([]m2m.Pair, 0, len(rows))
-			for _, r := range rows {
-				pairs = append(pairs, m2m.Pair{Owner: r[mb.rel.Owner.Column], Related: r[mb.rel.Related.Column]})
-			}
-			groups = append(groups, mb.groupsOf(pairs)...)
 		}
 	}
-	return groups, nil
+	p.bind.models[sch] = mb
+	return mb
 }
 
-// subQuery returns a fresh session on the statement's connection (its
-// transaction, if any), without hooks or soft-delete scoping.
-func subQuery(db *gorm.DB) *gorm.DB {
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: db.Statement.Context})
-	q.Statement.ConnPool = db.Statement.ConnPool
-	return q.Unscoped()
+// sideBindings returns the relations in which rows of sch take part: the
+// registered ones, and those of join-table models declared by sch's
+// relations or found before.
+func (p *Plugin) sideBindings(ctx context.Context, sch *schema.Schema) []*m2mBinding {
+	for _, rel := range sch.Relationships.Many2Many {
+		if rel.JoinTable != nil {
+			p.joinModel(ctx, rel.JoinTable)
+		}
+	}
+	p.bind.mu.RLock()
+	defer p.bind.mu.RUnlock()
+	out := make([]*m2mBinding, 0, len(p.bind.sides[sch.Table])+len(p.bind.modelSides[sch.Table]))
+	for _, mb := range p.bind.sides[sch.Table] {
+		out = append(out, &m2mBinding{rel: mb.rel.Live(), nodes: mb.nodes})
+	}
+	return append(out, p.bind.modelSides[sch.Table]...)
 }
 
-// InvalidateModels invalidates what a write of the given rows would: the
-// groups of their cache keys, their registered model nodes, their tables'
-// groups, and, for rows taking part in a registered many-to-many relation,
-// the keys of both sides of their join rows. Use it after a write GORM
-// cannot see (db.Exec with raw SQL); it reads the join rows through the
-// database the plugin was initialized with. Rows are model values or
-// pointers to them.
-func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error) {
-	if err := p.Err(); err != nil {
-		return 0, err
-	}
-	db := p.db()
-	if db == nil {
-		return 0, fmt.Errorf("%w: InvalidateModels needs db.Use(plugin) first", ErrInvalidSpec)
-	}
-	var groups []string
-	for _, row := range rows {
-		stmt := &gorm.Statement{DB: db}
-		if err := stmt.Parse(row); err != nil {
-			return 0, fmt.Errorf("%w: %T is not a model: %w", ErrInvalidSpec, row, err)
-		}
-		// An addressable copy, so that pointer-receiver CacheKey methods count.
-		rv := reflect.New(stmt.Schema.ModelType)
-		if v := reflect.Indirect(reflect.ValueOf(row)); v.Type() == stmt.Schema.ModelType {
-			rv.Elem().Set(v)
-		} else {
-			rv = reflect.ValueOf(row)
-		}
-		groups = append(groups, p.rowGroups(ctx, stmt.Schema, stmt.Schema.Table, rv)...)
-		q := db.WithContext(ctx)
-		g, err := p.partnerGroups(q, stmt.Schema, primaryKeys(q, stmt.Schema, rv))
-		if err != nil {
-			return 0, err
-		}
-		groups = append(groups, g...)
-	}
-	return p.InvalidateGroups(ctx, groups...)
+// isJoinTable reports whether writes of sch are join-table writes.
+func (p *Plugin) isJoinTable(ctx context.Context, sch *schema.Schema) bool {
+	return len(p.joinBindings(ctx, sch)) > 0
 }
 
 // FillNode returns the invalid node of type N for a row, as the plugin
