@@ -414,45 +414,6 @@ func TestGormConfigs(t *testing.T) {
 	}
 }
 
-// failPipelines makes the next n pipelines of a Redis client fail.
-type failPipelines struct{ n atomic.Int64 }
-
-var errInjected = errors.New("injected redis failure")
-
-func (f *failPipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (f *failPipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (f *failPipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if f.n.Add(-1) >= 0 {
-			for _, c := range cmds {
-				c.SetErr(errInjected)
-			}
-			return errInjected
-		}
-		return next(ctx, cmds)
-	}
-}
-
-// hookErrors collects what a plugin reports to its ErrorHook.
-type hookErrors struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (h *hookErrors) hook(_ context.Context, err error) {
-	h.mu.Lock()
-	h.errs = append(h.errs, err)
-	h.mu.Unlock()
-}
-
-func (h *hookErrors) get() []error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]error(nil), h.errs...)
-}
-
 // TestInvalidationFailureAfterCommit checks that a Redis failure after a
 // commit does not turn the committed write into an error: it is reported
 // to Settings.ErrorHook and counted, and retried.
@@ -470,9 +431,9 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rdb, _ := testRedis(t)
-			fail := &failPipelines{}
+			fail := &faultHook{}
 			rdb.AddHook(fail)
-			var h hookErrors
+			var h errRecorder
 			p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook})
 			e := newEnvOn(t, p, gorm.Config{})
 			seed(t, e.db)
@@ -484,10 +445,10 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 				if err := tx.Model(&User{}).Where("id = ?", 1).Update("name", "ann2").Error; err != nil {
 					return err
 				}
-				fail.n.Store(tt.failures)
+				fail.pipelines.Store(tt.failures)
 				return nil
 			})
-			fail.n.Store(0)
+			fail.pipelines.Store(0)
 			if err != nil {
 				t.Fatalf("the committed write returned %v; want nil", err)
 			}
@@ -495,7 +456,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 			var name string
 			ok(t, e.db.Raw("SELECT name FROM users WHERE id = 1").Scan(&name).Error)
 			equals(t, name, "ann2")
-			errs := h.get()
+			errs := h.all()
 			equals(t, len(errs), tt.reports)
 			for _, err := range errs {
 				if !errors.Is(err, cacheme.ErrRedis) || !errors.Is(err, errInjected) {
@@ -520,7 +481,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
 			DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
 		t.Cleanup(func() { rdb.Close() })
-		var h hookErrors
+		var h errRecorder
 		p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook})
 		e := newEnvOn(t, p, gorm.Config{})
 		u := User{Name: "dan"}
@@ -532,7 +493,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 		var got User
 		ok(t, e.db.First(&got, u.ID).Error)
 		equals(t, got.Name, "dan2")
-		errs := h.get()
+		errs := h.all()
 		if len(errs) == 0 {
 			t.Fatalf("hook errors: got none; want some")
 		}
@@ -565,7 +526,7 @@ func TestFlushTimeout(t *testing.T) {
 	}()
 	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 2 * time.Second})
 	t.Cleanup(func() { rdb.Close() })
-	var h hookErrors
+	var h errRecorder
 	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook, FlushTimeout: 50 * time.Millisecond})
 	e := newEnvOn(t, p, gorm.Config{})
 	start := time.Now()
@@ -575,7 +536,7 @@ func TestFlushTimeout(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("the write took %v with Redis hanging; want about FlushTimeout (50ms)", took)
 	}
-	errs := h.get()
+	errs := h.all()
 	if len(errs) == 0 || !strings.Contains(errs[0].Error(), "goes on in the background") || !errors.Is(errs[0], cacheme.ErrRedis) {
 		t.Fatalf("hook errors %v; want one saying the invalidation goes on in the background", errs)
 	}

@@ -52,6 +52,9 @@ func ExamplePlugin() {
 	if err != nil {
 		panic(err)
 	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
 
 	p := cacheme.New(cacheme.Settings{Redis: rdb})
 	err = p.Err()

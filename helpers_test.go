@@ -12,6 +12,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+	"gorm.io/gorm"
 
 	"github.com/gormcacheme/cacheme"
 	"github.com/gormcacheme/cacheme/internal/testenv"
@@ -20,6 +22,21 @@ import (
 // testRedis returns a Redis client for a test: the server named by
 // CACHEME_TEST_REDIS when it is set (the test fails if it is unreachable),
 // otherwise an in-process miniredis, also returned (nil on a real server).
+// TestMain fails the package's tests if any goroutine is left running
+// after them (background flushes included). GORM's prepared-statement
+// cache starts a goroutine per *gorm.DB that nothing stops.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("gorm.io/gorm/internal/lru.NewLRU[...].func1"))
+}
+
+// testDB opens a database for a test (see testenv.DB).
+func testDB(t testing.TB, cfg gorm.Config) *gorm.DB {
+	t.Helper()
+	return testenv.DB(t, cfg)
+}
+
+var bg = context.Background()
+
 func testRedis(t testing.TB) (redis.UniversalClient, *miniredis.Miniredis) {
 	t.Helper()
 	return testenv.Redis(t)
@@ -280,5 +297,39 @@ func recv[R any](tb testing.TB, ch <-chan result[R]) result[R] {
 	case <-time.After(5 * time.Second):
 		tb.Fatalf("the call did not return")
 		panic("unreachable")
+	}
+}
+
+// faultHook injects Redis failures into a client (rdb.AddHook), the same on
+// miniredis and a real server: while on is set every command fails, and the
+// next pipelines pipelines fail.
+type faultHook struct {
+	on        atomic.Bool
+	pipelines atomic.Int64
+}
+
+var errInjected = errors.New("injected redis failure")
+
+func (h *faultHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *faultHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.on.Load() {
+			cmd.SetErr(errInjected)
+			return errInjected
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *faultHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.on.Load() || h.pipelines.Add(-1) >= 0 {
+			for _, cmd := range cmds {
+				cmd.SetErr(errInjected)
+			}
+			return errInjected
+		}
+		return next(ctx, cmds)
 	}
 }

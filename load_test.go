@@ -341,36 +341,6 @@ func ringOf(t *testing.T, rdb redis.UniversalClient) redis.UniversalClient {
 	return r
 }
 
-// failHook makes every command of a client fail while it is on: an outage
-// that works the same on miniredis and a real server.
-type failHook struct{ on atomic.Bool }
-
-var errOutage = errors.New("simulated outage")
-
-func (h *failHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *failHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if h.on.Load() {
-			cmd.SetErr(errOutage)
-			return errOutage
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *failHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.on.Load() {
-			for _, cmd := range cmds {
-				cmd.SetErr(errOutage)
-			}
-			return errOutage
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // Redis is down from the start (nothing listens on its port): fail-open
 // calls the function and reports, fail-closed returns ErrRedis.
 func TestLoadRedisDown(t *testing.T) {
@@ -428,7 +398,7 @@ func TestLoadRedisFails(t *testing.T) {
 	}
 	for _, failClosed := range []bool{false, true} {
 		rdb, m := testRedis(t)
-		hook := &failHook{}
+		hook := &faultHook{}
 		rdb.AddHook(hook)
 		outages := []outage{{"client", func() { hook.on.Store(true) }, func() { hook.on.Store(false) }}}
 		if m != nil {
@@ -469,7 +439,7 @@ func TestLoadRedisFailsDuringCompute(t *testing.T) {
 	for _, failClosed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("FailClosed=%v", failClosed), func(t *testing.T) {
 			rdb, _ := testRedis(t)
-			hook := &failHook{}
+			hook := &faultHook{}
 			rdb.AddHook(hook)
 			rec := &errRecorder{}
 			p := newPluginOn(t, rdb, cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.hook})

@@ -5,7 +5,13 @@ import (
 	"testing"
 
 	"github.com/gormcacheme/cacheme/m2m"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if any goroutine is left running
+// after them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestFormat(t *testing.T) {
 	tests := []struct {

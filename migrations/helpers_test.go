@@ -7,7 +7,13 @@ import (
 
 	"github.com/gormcacheme/cacheme/internal/testenv"
 	"github.com/gormcacheme/cacheme/migrations"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if any goroutine is left running
+// after them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var bg = context.Background()
 

@@ -5,7 +5,13 @@ import (
 	"testing"
 
 	"github.com/gormcacheme/cacheme/nodes"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if any goroutine is left running
+// after them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type invalidUser struct {
 	User int `node:"required"`

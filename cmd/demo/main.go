@@ -86,6 +86,9 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 	if err != nil {
 		return err
 	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
 	s := &store{db: db}
 	s.p = cacheme.New(cacheme.Settings{
 		Redis:  rdb,
@@ -97,10 +100,10 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 		},
 		ErrorHook: func(_ context.Context, err error) { fmt.Fprintln(out, "  cacheme error:", err) },
 	})
-	err = s.p.Err()
-	if err != nil {
+	if err := s.p.Err(); err != nil {
 		return err
 	}
+	defer s.p.Close(ctx)
 	if err := s.p.RegisterM2M(m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
 		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}}); err != nil {

@@ -8,7 +8,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if any goroutine is left running
+// after them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var update = flag.Bool("update", false, "rewrite the golden file")
 

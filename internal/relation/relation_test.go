@@ -13,7 +13,13 @@ import (
 
 	"github.com/gormcacheme/cacheme/internal/relation"
 	"github.com/gormcacheme/cacheme/m2m"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package's tests if any goroutine is left running
+// after them.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type User struct {
 	ID    uint
