@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -637,4 +638,208 @@ func TestInvalidateModelsValue(t *testing.T) {
 	_, err := p.InvalidateModels(context.Background(), PtrKeyUser{ID: 1})
 	ok(t, err)
 	pr.mustMiss(t, "v")
+}
+
+// JMember and JClub are related through JMembership, a join-table model
+// that names both sides' keys itself (M2MCacheKeys): no RegisterM2M.
+type JMember struct {
+	ID    uint
+	Clubs []JClub `gorm:"many2many:j_memberships"`
+}
+
+type JClub struct {
+	ID      uint
+	Members []JMember `gorm:"many2many:j_memberships"`
+}
+
+type JMembership struct {
+	JMemberID uint `gorm:"primaryKey"`
+	JClubID   uint `gorm:"primaryKey"`
+	Role      string
+}
+
+func (JMembership) M2MCacheKeys() map[string]m2m.KeyFunc {
+	return map[string]m2m.KeyFunc{
+		"JMember": m2m.Format("JMember:%v:clubs"),
+		"JClub":   m2m.Format("JClub:%v:members"),
+	}
+}
+
+// joinModelDB returns a database with the JMembership join model set up
+// before or after db.Use(p), and the rows member 1, 2 and club 1, 2.
+func joinModelDB(t *testing.T, p *cacheme.Plugin, setupFirst bool) *gorm.DB {
+	t.Helper()
+	// No foreign keys, so that a member can be deleted with its join rows
+	// left behind.
+	db := testDB(t, gorm.Config{DisableForeignKeyConstraintWhenMigrating: true})
+	setup := func() {
+		ok(t, db.SetupJoinTable(&JMember{}, "Clubs", &JMembership{}))
+		ok(t, db.SetupJoinTable(&JClub{}, "Members", &JMembership{}))
+	}
+	if setupFirst {
+		setup()
+	}
+	ok(t, db.Use(p))
+	if !setupFirst {
+		setup()
+	}
+	ok(t, db.AutoMigrate(&JMember{}, &JClub{}, &JMembership{}))
+	for _, id := range []uint{1, 2} {
+		ok(t, db.Create(&JMember{ID: id}).Error)
+		ok(t, db.Create(&JClub{ID: id}).Error)
+	}
+	return db
+}
+
+// A join-table model's M2MCacheKeys invalidates both sides on append,
+// delete, replace and clear, from either side, whether it was set up
+// before or after db.Use.
+func TestJoinModelKeys(t *testing.T) {
+	for _, setupFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("SetupJoinTable before Use=%v", setupFirst), func(t *testing.T) {
+			rec := &errRecorder{}
+			p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+			db := joinModelDB(t, p, setupFirst)
+			count := func(col string, id uint) func(context.Context) (string, error) {
+				return func(ctx context.Context) (string, error) {
+					var n int64
+					err := db.WithContext(ctx).Model(&JMembership{}).Where(col+" = ?", id).Count(&n).Error
+					return fmt.Sprint(n), err
+				}
+			}
+			clubsOf1 := newProbe(t, p, "clubs-of-1", count("j_member_id", 1), "JMember:1:clubs")
+			membersOf1 := newProbe(t, p, "members-of-1", count("j_club_id", 1), "JClub:1:members")
+			membersOf2 := newProbe(t, p, "members-of-2", count("j_club_id", 2), "JClub:2:members")
+			for _, pr := range []*probe{clubsOf1, membersOf1, membersOf2} {
+				pr.warm(t)
+			}
+			m1, c1, c2 := &JMember{ID: 1}, &JClub{ID: 1}, &JClub{ID: 2}
+			steps := []struct {
+				name  string
+				write func() error
+				want  map[*probe]string // probes that must recompute, with their new values
+			}{
+				{"append from the member", func() error { return db.Model(m1).Association("Clubs").Append(c1, c2) },
+					map[*probe]string{clubsOf1: "2", membersOf1: "1", membersOf2: "1"}},
+				{"delete from the club", func() error { return db.Model(c2).Association("Members").Delete(m1) },
+					map[*probe]string{clubsOf1: "1", membersOf2: "0"}},
+				{"replace from the member", func() error { return db.Model(m1).Association("Clubs").Replace(c2) },
+					map[*probe]string{clubsOf1: "1", membersOf1: "0", membersOf2: "1"}},
+				{"clear from the club", func() error { return db.Model(c2).Association("Members").Clear() },
+					map[*probe]string{clubsOf1: "0", membersOf2: "0"}},
+				{"create a join row", func() error { return db.Create(&JMembership{JMemberID: 1, JClubID: 1, Role: "chair"}).Error },
+					map[*probe]string{clubsOf1: "1", membersOf1: "1"}},
+				{"delete a join row", func() error { return db.Where("j_club_id = ?", 1).Delete(&JMembership{}).Error },
+					map[*probe]string{clubsOf1: "0", membersOf1: "0"}},
+				{"create another join row", func() error { return db.Create(&JMembership{JMemberID: 1, JClubID: 2}).Error },
+					map[*probe]string{clubsOf1: "1", membersOf2: "1"}},
+				// Deleting a member invalidates its clubs' keys: its join
+				// rows (left behind here) name them.
+				{"delete the member", func() error { return db.Delete(&JMember{ID: 1}).Error },
+					map[*probe]string{clubsOf1: "1", membersOf2: "1"}},
+			}
+			for _, st := range steps {
+				ok(t, st.write())
+				for _, pr := range []*probe{clubsOf1, membersOf1, membersOf2} {
+					if want, changed := st.want[pr]; changed {
+						pr.mustMiss(t, want)
+					} else {
+						pr.warm(t)
+					}
+				}
+			}
+			if errs := rec.all(); len(errs) > 0 {
+				t.Fatalf("errors reported: %v", errs)
+			}
+		})
+	}
+}
+
+// JPerson is on both sides of a self-referencing relation whose join model
+// tells the sides apart by GORM's names for them: the model's name for the
+// declaring side, the field's name for the other.
+type JPerson struct {
+	ID      uint
+	Friends []JPerson `gorm:"many2many:j_friendships"`
+}
+
+type JFriendship struct {
+	JPersonID uint `gorm:"primaryKey"`
+	FriendID  uint `gorm:"primaryKey"`
+}
+
+func (JFriendship) M2MCacheKeys() map[string]m2m.KeyFunc {
+	return map[string]m2m.KeyFunc{
+		"JPerson": m2m.Format("JPerson:%v:friends"),
+		"Friends": m2m.Format("JPerson:%v:friend-of"),
+	}
+}
+
+func TestJoinModelSelfReferencing(t *testing.T) {
+	rec := &errRecorder{}
+	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.SetupJoinTable(&JPerson{}, "Friends", &JFriendship{}))
+	ok(t, db.AutoMigrate(&JPerson{}, &JFriendship{}))
+	ann, bob := &JPerson{ID: 1}, &JPerson{ID: 2}
+	ok(t, db.Create(ann).Error)
+	ok(t, db.Create(bob).Error)
+	read := func(ctx context.Context) (string, error) { return "v", nil }
+	friendsOfAnn := newProbe(t, p, "friends-of-ann", read, "JPerson:1:friends")
+	friendOfBob := newProbe(t, p, "bob-is-friend-of", read, "JPerson:2:friend-of")
+	wrongSide := newProbe(t, p, "ann-is-friend-of", read, "JPerson:1:friend-of")
+	for _, pr := range []*probe{friendsOfAnn, friendOfBob, wrongSide} {
+		pr.warm(t)
+	}
+	ok(t, db.Model(ann).Association("Friends").Append(bob))
+	friendsOfAnn.mustMiss(t, "v")
+	friendOfBob.mustMiss(t, "v")
+	wrongSide.mustHit(t, "v")
+	if errs := rec.all(); len(errs) > 0 {
+		t.Fatalf("errors reported: %v", errs)
+	}
+}
+
+// Keys for one join table in both places is a clear error from db.Use.
+func TestJoinModelAndRegisterM2M(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	db := testDB(t, gorm.Config{})
+	ok(t, db.SetupJoinTable(&JMember{}, "Clubs", &JMembership{}))
+	ok(t, p.RegisterM2M(m2m.Table{Model: &JMember{}, Field: "Clubs", Keys: map[string]m2m.KeyFunc{
+		"JMember": m2m.Format("JMember:%v:clubs"), "JClub": m2m.Format("JClub:%v:members"),
+	}}))
+	err := db.Use(p)
+	isErr(t, err, m2m.ErrInvalid)
+	if !strings.Contains(err.Error(), "one place") {
+		t.Fatalf("got %v; want it to say to register the keys in one place", err)
+	}
+}
+
+// BadMembership names a side its join table does not have: its writes
+// still succeed, invalidate the table's group, and report the mistake.
+type BadMembership struct {
+	JMemberID uint `gorm:"primaryKey"`
+	JClubID   uint `gorm:"primaryKey"`
+}
+
+func (BadMembership) TableName() string { return "bad_memberships" }
+
+func (BadMembership) M2MCacheKeys() map[string]m2m.KeyFunc {
+	return map[string]m2m.KeyFunc{"JMember": m2m.Format("JMember:%v:clubs"), "Nobody": m2m.Format("Nobody:%v")}
+}
+
+func TestJoinModelInvalid(t *testing.T) {
+	rec := &errRecorder{}
+	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.AutoMigrate(&BadMembership{}))
+	table := newProbe(t, p, "bad-table", func(context.Context) (string, error) { return "v", nil }, cacheme.TableGroup("bad_memberships"))
+	table.warm(t)
+	ok(t, db.Create(&BadMembership{JMemberID: 1, JClubID: 1}).Error)
+	table.mustMiss(t, "v")
+	if !rec.has(cacheme.ErrInvalidSpec) || !rec.has(m2m.ErrInvalid) {
+		t.Fatalf("errors reported: %v; want one wrapping ErrInvalidSpec and m2m.ErrInvalid", rec.all())
+	}
 }
