@@ -3,7 +3,6 @@ package cacheme_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -512,20 +511,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 // Settings.FlushTimeout when Redis accepts connections but never answers,
 // and that the hook says the invalidation goes on in the background.
 func TestFlushTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	ok(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // hold it open, answer nothing
-		}
-	}()
-	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 2 * time.Second})
-	t.Cleanup(func() { rdb.Close() })
+	rdb, _ := hangingRedis(t)
 	var h errRecorder
 	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook, FlushTimeout: 50 * time.Millisecond})
 	e := newEnvOn(t, p, gorm.Config{})

@@ -17,11 +17,11 @@ import (
 )
 
 // Reader and Novel are the example's models: a reader has many novels and
-// a novel many readers.
+// a novel many readers, through the join-table model Reading.
 type Reader struct {
 	ID     uint
 	Name   string
-	Novels []Novel `gorm:"many2many:reader_novels"`
+	Novels []Novel `gorm:"many2many:readings"`
 }
 
 // CacheKey names the group of everything cached about the reader.
@@ -33,8 +33,24 @@ type Novel struct {
 	Title string
 }
 
-// The GORM plugin: a write through GORM, here an association append,
-// invalidates the memoized "novels of a reader" after its commit.
+// Reading is the join-table model of Reader.Novels.
+type Reading struct {
+	ReaderID uint `gorm:"primaryKey"`
+	NovelID  uint `gorm:"primaryKey"`
+}
+
+// M2MCacheKeys names the keys of both sides of a Reading: the plugin
+// invalidates them whenever GORM writes the join table.
+func (Reading) M2MCacheKeys() map[string]m2m.KeyFunc {
+	return map[string]m2m.KeyFunc{
+		"Reader": m2m.Format("Reader:%v:novels"),
+		"Novel":  m2m.Format("Novel:%v:readers"),
+	}
+}
+
+// The GORM plugin in one line: db.Use(cacheme.New(settings)). A write
+// through GORM, here an association append, invalidates the memoized
+// "novels of a reader" after its commit.
 func ExamplePlugin() {
 	m, err := miniredis.Run()
 	if err != nil {
@@ -56,24 +72,17 @@ func ExamplePlugin() {
 		defer sqlDB.Close()
 	}
 
-	p := cacheme.New(cacheme.Settings{Redis: rdb})
-	err = p.Err()
-	if err != nil {
+	if err := db.Use(cacheme.New(cacheme.Settings{Redis: rdb})); err != nil {
+		panic(err) // a bad configuration (no Redis, a setting out of range) fails here
+	}
+	if err := db.SetupJoinTable(&Reader{}, "Novels", &Reading{}); err != nil {
 		panic(err)
 	}
-	if err := p.RegisterM2M(m2m.Table{Model: &Reader{}, Field: "Novels", Keys: map[string]m2m.KeyFunc{
-		"Reader": m2m.Format("Reader:%v:novels"), "Novel": m2m.Format("Novel:%v:readers"),
-	}}); err != nil {
-		panic(err)
-	}
-	if err := db.Use(p); err != nil {
-		panic(err)
-	}
-	if err := db.AutoMigrate(&Reader{}, &Novel{}); err != nil {
+	if err := db.AutoMigrate(&Reader{}, &Novel{}, &Reading{}); err != nil {
 		panic(err)
 	}
 
-	novelsOf, err := cacheme.Wrap(p, cacheme.Spec[uint, []string]{
+	novelsOf, err := cacheme.Wrap(cacheme.Of(db), cacheme.Spec[uint, []string]{
 		Key:    func(id uint) string { return fmt.Sprintf("reader:%d>novels", id) },
 		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Reader:%d:novels", id)} },
 	}, func(ctx context.Context, id uint) ([]string, error) {
@@ -106,4 +115,20 @@ func ExamplePlugin() {
 	// [] <nil>
 	// loading novels of reader 1
 	// [Dune] <nil>
+}
+
+// A bad configuration is reported by db.Use, and by every call on the
+// plugin, as a sentinel error.
+func ExampleNew_invalid() {
+	db, err := gorm.Open(sqlite.Open("file::memory:"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
+	err = db.Use(cacheme.New(cacheme.Settings{})) // no Redis client
+	fmt.Println(err)
+	// Output:
+	// cacheme: no Redis client configured
 }

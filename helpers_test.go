@@ -3,6 +3,7 @@ package cacheme_test
 import (
 	"context"
 	"errors"
+	"net"
 	"reflect"
 	"sort"
 	"sync"
@@ -332,4 +333,39 @@ func (h *faultHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// hangingRedis returns a client of a server that accepts connections but
+// never answers (its read timeout is 2s), and a func that closes its
+// connections, after which every call fails at once.
+func hangingRedis(t *testing.T) (redis.UniversalClient, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ok(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	release := func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	t.Cleanup(release)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // hold it open, answer nothing
+			mu.Unlock()
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb, release
 }

@@ -135,3 +135,14 @@ func (p *Plugin) report(ctx context.Context, err error) {
 		p.set.ErrorHook(ctx, err)
 	}
 }
+
+// Of returns the plugin db uses (db.Use(cacheme.New(s))), or nil if it uses
+// none; every call on a nil plugin fails with an error wrapping
+// ErrInvalidSpec.
+func Of(db *gorm.DB) *Plugin {
+	if db == nil || db.Config == nil {
+		return nil
+	}
+	p, _ := db.Config.Plugins[Name].(*Plugin)
+	return p
+}

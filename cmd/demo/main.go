@@ -90,7 +90,7 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 		defer sqlDB.Close()
 	}
 	s := &store{db: db}
-	s.p = cacheme.New(cacheme.Settings{
+	err = db.Use(cacheme.New(cacheme.Settings{
 		Redis:  rdb,
 		Prefix: fmt.Sprintf("demo%d:", time.Now().UnixNano()),
 		InvalidationHook: func(_ context.Context, groups []string, _ int) {
@@ -99,17 +99,15 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 			s.mu.Unlock()
 		},
 		ErrorHook: func(_ context.Context, err error) { fmt.Fprintln(out, "  cacheme error:", err) },
-	})
-	if err := s.p.Err(); err != nil {
+	}))
+	if err != nil {
 		return err
 	}
+	s.p = cacheme.Of(db)
 	defer s.p.Close(ctx)
 	if err := s.p.RegisterM2M(m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
 		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
 	}}); err != nil {
-		return err
-	}
-	if err := db.Use(s.p); err != nil {
 		return err
 	}
 	if err := db.Migrator().DropTable("cacheme_demo_user_books", &User{}, &Book{}); err != nil {

@@ -31,7 +31,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
 	got := durations.ReplaceAll(out.Bytes(), []byte(" <t>"))
-	golden := filepath.Join("..", "..", "testdata", "demo.golden")
+	golden := filepath.Join("testdata", "demo.golden")
 	if *update {
 		if err := os.WriteFile(golden, got, 0o644); err != nil {
 			t.Fatal(err)
