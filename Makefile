@@ -30,8 +30,11 @@ cluster:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
+
 lint:
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; fi
 

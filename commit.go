@@ -109,12 +109,25 @@ func (t *txPool) take() []string {
 
 // Commit commits, then invalidates the collected groups. An invalidation
 // failure is reported and retried, never returned: the write is committed.
+//
+// With Settings.Outbox the groups are first recorded in the outbox, in the
+// transaction (see outbox.go); if that fails, the transaction is rolled
+// back and the error returned: a commit whose invalidation could be lost
+// is not made.
 func (t *txPool) Commit() error {
+	groups := t.take()
+	var id int64
+	if t.p.set.Outbox && len(groups) > 0 {
+		var err error
+		if id, err = t.p.outboxInsert(t.ctx, t.Tx, groups); err != nil {
+			_ = t.Tx.Rollback()
+			return fmt.Errorf("cacheme: recording the invalidation in %s (rolled back): %w", OutboxTable, err)
+		}
+	}
 	if err := t.Tx.Commit(); err != nil {
-		t.take()
 		return err
 	}
-	t.p.flush(t.ctx, t.take())
+	t.p.flush(t.ctx, groups, id)
 	return nil
 }
 
@@ -191,7 +204,16 @@ func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
 		db.AddError(fmt.Errorf("%w: table %s", ErrUntrackedTx, db.Statement.Table))
 		return
 	}
-	p.flush(db.Statement.Context, groups)
+	// Committed already: the outbox row (if any) cannot share its
+	// transaction, but still covers a delivery that fails.
+	var id int64
+	if p.set.Outbox {
+		var err error
+		if id, err = p.outboxInsert(db.Statement.Context, db.Statement.ConnPool, groups); err != nil {
+			p.report(db.Statement.Context, fmt.Errorf("cacheme: recording the invalidation in %s: %w", OutboxTable, err))
+		}
+	}
+	p.flush(db.Statement.Context, groups, id)
 }
 
 // trackConn runs before GORM begins a statement's implicit transaction. On
@@ -210,7 +232,9 @@ func (p *Plugin) trackConn(db *gorm.DB) {
 // Settings.FlushTimeout: an invalidation still running then (Redis hangs)
 // goes on in the background, so that the committed write returns. Close
 // waits for those.
-func (p *Plugin) flush(ctx context.Context, groups []string) {
+// outbox is the id of the groups' outbox row, deleted once they are
+// delivered (0: none).
+func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
 	if len(groups) == 0 {
 		return
 	}
@@ -219,7 +243,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 	if p.closed.Load() {
 		// A write committed while Close ran: invalidate before it returns.
 		p.flushMu.Unlock()
-		p.flushNow(ctx, groups)
+		p.deliver(ctx, groups, outbox)
 		return
 	}
 	p.flushes.Add(1) // before Close's Wait: see Close
@@ -230,7 +254,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 		// maxBackground flushes already run (Redis hangs): wait for this
 		// one rather than pile up goroutines.
 		defer p.flushes.Done()
-		p.flushNow(ctx, groups)
+		p.deliver(ctx, groups, outbox)
 		return
 	}
 	done := make(chan struct{})
@@ -238,7 +262,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 		defer p.flushes.Done()
 		defer func() { <-p.flushing }()
 		defer close(done)
-		p.flushNow(ctx, groups)
+		p.deliver(ctx, groups, outbox)
 	}()
 	t := time.NewTimer(p.set.FlushTimeout)
 	defer t.Stop()
@@ -253,11 +277,19 @@ func (p *Plugin) flush(ctx context.Context, groups []string) {
 // not.
 const maxBackground = 64
 
+// deliver invalidates groups and deletes their outbox row once they are
+// delivered.
+func (p *Plugin) deliver(ctx context.Context, groups []string, outbox int64) {
+	if err := p.flushNow(ctx, groups); err == nil && outbox != 0 {
+		p.delivered(ctx, outbox)
+	}
+}
+
 // flushNow invalidates groups after a commit, on the one invalidation path
 // with flushRetries retries. A failure is reported to the error hook (as
-// lost, with what is left) and counted, never returned; the invalidation
-// hook hears what was hit.
-func (p *Plugin) flushNow(ctx context.Context, groups []string) {
+// lost, with what is left, unless the outbox keeps it) and counted, and
+// returned for the outbox; the invalidation hook hears what was hit.
+func (p *Plugin) flushNow(ctx context.Context, groups []string) error {
 	indexes := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if k, err := p.groupKey(g); err == nil {
@@ -268,9 +300,13 @@ func (p *Plugin) flushNow(ctx context.Context, groups []string) {
 	}
 	hit, err := p.invalidation(indexes, nil).run(ctx, p, flushRetries)
 	if err != nil {
+		if p.set.Outbox {
+			err = fmt.Errorf("%w (the outbox keeps it for Replay)", err)
+		}
 		p.report(ctx, fmt.Errorf("cacheme: invalidation after commit: %w", err))
 	}
 	if p.set.InvalidationHook != nil {
 		p.set.InvalidationHook(ctx, groups, hit)
 	}
+	return err
 }

@@ -71,6 +71,7 @@ func (n UserBooks) Key() string { return "user:" + strconv.Itoa(n.UserID) + ">bo
 
 // InvalidNodes puts the result in the user's invalidation group.
 func (n UserBooks) InvalidNodes() []nodes.InvalidNode {
+	//lint:ignore S1016 the example names the group's field on purpose
 	return []nodes.InvalidNode{UserGroup{UserID: n.UserID}}
 }
 

@@ -65,10 +65,12 @@ func newPluginOn(t testing.TB, rdb redis.UniversalClient, s cacheme.Settings) *c
 		s.TTL = time.Minute
 	}
 	p := cacheme.New(s)
-	err := p.Err()
-	if err != nil {
+	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	// Closed last (cleanups run in reverse), so that no flush or replay
+	// outlives the test.
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
 	return p
 }
 

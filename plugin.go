@@ -34,6 +34,10 @@ type Plugin struct {
 	flushMu  sync.Mutex     // orders flushes.Add before Close's flushes.Wait
 	flushes  sync.WaitGroup // every flush started before Close
 	closed   atomic.Bool    // set by Close, under flushMu
+
+	replayStop chan struct{} // closed by Close to stop replayLoop (Outbox)
+	replayDone chan struct{} // closed when replayLoop returns
+	stopOnce   sync.Once
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
@@ -87,6 +91,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return err
 	}
 	p.wrapPool(db)
+	if p.set.Outbox {
+		// The one goroutine the plugin starts; Close stops it.
+		p.replayStop, p.replayDone = make(chan struct{}), make(chan struct{})
+		go p.replayLoop()
+	}
 	return nil
 }
 
@@ -98,7 +107,8 @@ func (p *Plugin) Settings() Settings {
 	return p.set
 }
 
-// Close waits for the invalidations still running in the background (see
+// Close stops the outbox replay (Settings.Outbox) and waits for the
+// invalidations still running in the background (see
 // Settings.FlushTimeout) to finish, or for ctx to be done, whichever comes
 // first, and returns ctx's error in the latter case. After Close, memoized
 // calls, invalidations and GORM writes through the plugin fail with
@@ -113,6 +123,10 @@ func (p *Plugin) Close(ctx context.Context) error {
 	p.flushMu.Unlock()
 	done := make(chan struct{})
 	go func() {
+		if p.replayStop != nil {
+			p.stopOnce.Do(func() { close(p.replayStop) })
+			<-p.replayDone
+		}
 		p.flushes.Wait()
 		close(done)
 	}()

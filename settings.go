@@ -17,6 +17,7 @@ const (
 	DefaultTTL            = 24 * time.Hour
 	DefaultLeaseTTL       = 10 * time.Second
 	DefaultFlushTimeout   = time.Second
+	DefaultReplayInterval = 10 * time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -75,6 +76,22 @@ type Settings struct {
 	// fails. If zero, defaults to 1s.
 	FlushTimeout time.Duration
 
+	// Outbox records every committed write's invalidation in the database,
+	// in the write's own transaction (the table OutboxTable, created by
+	// migrations.Up), and deletes the record once the invalidation is
+	// delivered; what is left (Redis down, the writer killed after its
+	// COMMIT) is delivered by Replay, which the plugin runs when db.Use
+	// initializes it and every ReplayInterval. It costs one INSERT per
+	// invalidating transaction and one DELETE after it. A write made
+	// outside a transaction (SkipDefaultTransaction) is recorded right
+	// after its statement. Zero: off, a failed delivery is reported and
+	// lost.
+	Outbox bool
+
+	// ReplayInterval is how often a plugin with Outbox replays the outbox.
+	// If zero, defaults to 10s.
+	ReplayInterval time.Duration
+
 	// Codec encodes cached values. If nil, defaults to MsgpackCodec.
 	Codec Codec
 
@@ -118,6 +135,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.FlushTimeout == 0 {
 		s.FlushTimeout = DefaultFlushTimeout
 	}
+	if s.ReplayInterval == 0 {
+		s.ReplayInterval = DefaultReplayInterval
+	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
 	}
@@ -134,6 +154,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
 	case s.FlushTimeout < 0:
 		return s, fmt.Errorf("%w: FlushTimeout %v is negative", ErrInvalidSettings, s.FlushTimeout)
+	case s.ReplayInterval < 0:
+		return s, fmt.Errorf("%w: ReplayInterval %v is negative", ErrInvalidSettings, s.ReplayInterval)
 	case s.LeaseTTL < time.Millisecond:
 		return s, fmt.Errorf("%w: LeaseTTL %v is under 1ms", ErrInvalidSettings, s.LeaseTTL)
 	}

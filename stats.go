@@ -18,6 +18,7 @@ type Counters struct {
 	Corrupt       int64 // stored values that could not be decoded
 	Conflicts     int64 // results not stored because an invalidation overtook them
 	Invalidations int64 // entries invalidated (per tag: by InvalidateTag)
+	Replayed      int64 // outbox rows delivered by Replay (Settings.Outbox)
 }
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.
@@ -30,7 +31,7 @@ type Stats struct {
 type counters struct {
 	hits, misses, stale, herdWaits, herdTimeouts atomic.Int64
 	loaderErrors, redisErrors, corrupt           atomic.Int64
-	conflicts, invalidations                     atomic.Int64
+	conflicts, invalidations, replayed           atomic.Int64
 }
 
 func (c *counters) snapshot() Counters {
@@ -39,7 +40,7 @@ func (c *counters) snapshot() Counters {
 		HerdWaits: c.herdWaits.Load(), HerdTimeouts: c.herdTimeouts.Load(),
 		LoaderErrors: c.loaderErrors.Load(), RedisErrors: c.redisErrors.Load(),
 		Corrupt: c.corrupt.Load(), Conflicts: c.conflicts.Load(),
-		Invalidations: c.invalidations.Load(),
+		Invalidations: c.invalidations.Load(), Replayed: c.replayed.Load(),
 	}
 }
 
@@ -129,3 +130,4 @@ func redisErrors(c *counters) *atomic.Int64   { return &c.redisErrors }
 func corrupt(c *counters) *atomic.Int64       { return &c.corrupt }
 func conflicts(c *counters) *atomic.Int64     { return &c.conflicts }
 func invalidations(c *counters) *atomic.Int64 { return &c.invalidations }
+func replayed(c *counters) *atomic.Int64      { return &c.replayed }

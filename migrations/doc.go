@@ -1,7 +1,10 @@
 // Package migrations creates and upgrades the SQL tables that cacheme's
 // optional parts need, on PostgreSQL and SQLite.
 //
-// Today that is one table, cacheme_invalidations, the log the admin page
+// Two tables. cacheme_outbox holds the invalidations that committed writes
+// still owe, when cacheme.Settings.Outbox is on: a row is written in the
+// writing transaction and deleted once delivered (id, created_ms, prefix,
+// groups as a JSON array). cacheme_invalidations is the log the admin page
 // (package admin) writes one row to for every invalidation it makes:
 //
 //	id          primary key

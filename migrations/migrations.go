@@ -30,11 +30,15 @@ const (
 	// VersionTable records the applied steps. It is the package's own, so
 	// that it never mixes with an application's goose_db_version.
 	VersionTable = "cacheme_schema_version"
+
+	// OutboxTable holds the invalidations committed writes still owe
+	// (cacheme.Settings.Outbox); it is cacheme.OutboxTable.
+	OutboxTable = "cacheme_outbox"
 )
 
 // Latest is the version Up brings a database to: the number of the last
 // step.
-const Latest int64 = 1
+const Latest int64 = 2
 
 var (
 	// ErrUnknownDialect is returned (wrapped) for a dialect other than

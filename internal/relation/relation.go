@@ -84,12 +84,12 @@ func (r *Relation) setKeys(keys map[string]m2m.KeyFunc, field string) error {
 	}
 	for _, s := range r.Sides() {
 		if s.Keys == nil {
-			return fmt.Errorf("Keys has no entry for model %q (have %v)", s.Model, names(keys))
+			return fmt.Errorf("no key function for model %q in Keys (have %v)", s.Model, names(keys))
 		}
 	}
 	for name := range keys {
 		if !allowed[name] {
-			return fmt.Errorf("Keys has an entry for %q, which is not a side of the relation", name)
+			return fmt.Errorf("the key function for %q in Keys is not for a side of the relation", name)
 		}
 	}
 	return nil
