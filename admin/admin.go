@@ -68,7 +68,9 @@ type Options struct {
 	// "admin.example.com", "[::1]") matches any port; one with a port
 	// ("admin.example.com:8443") only that port, as the Host header writes
 	// it. Names are compared case-insensitively. If empty, defaults to
-	// DefaultAllowedHosts: localhost, 127.0.0.1 and [::1], any port.
+	// the loopback names only: localhost, 127.0.0.1 and [::1], any port.
+	// Behind a reverse proxy, list the public name(s) the proxy passes on
+	// in Host.
 	AllowedHosts []string
 
 	// CSRFKey, if set, is the key (at least 32 bytes, secret) the CSRF

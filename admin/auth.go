@@ -69,9 +69,10 @@ type BasicAuth struct {
 // none of Authorize, BasicAuth and InsecureNoAuth is set.
 var ErrNoAuth = errors.New("admin: no authorization configured: set Options.Authorize, Options.BasicAuth or (only behind the application's own checks) Options.InsecureNoAuth")
 
-// DefaultAllowedHosts are the Host names a handler answers when
-// Options.AllowedHosts is empty: loopback only, with any port.
-var DefaultAllowedHosts = []string{"localhost", "127.0.0.1", "[::1]"}
+// defaultAllowedHosts are the Host names a handler answers when
+// Options.AllowedHosts is empty: loopback only, with any port. (Not
+// exported: no other package can widen it.)
+var defaultAllowedHosts = []string{"localhost", "127.0.0.1", "[::1]"}
 
 // csrfKeySize is the size of a generated CSRF key and the least size of
 // Options.CSRFKey.
@@ -182,7 +183,7 @@ type hostRule struct {
 
 func parseHostRules(hosts []string) ([]hostRule, error) {
 	if len(hosts) == 0 {
-		hosts = DefaultAllowedHosts
+		hosts = defaultAllowedHosts
 	}
 	rules := make([]hostRule, 0, len(hosts))
 	for _, s := range hosts {

@@ -118,7 +118,7 @@ func call(t *testing.T, f func(context.Context, int) (int64, error), a int, want
 	}
 }
 
-// host is the Host of the test requests: one of admin.DefaultAllowedHosts.
+// host is the Host of the test requests: one of the default Options.AllowedHosts.
 const host = "localhost"
 
 // request makes a request to host. header holds pairs of names and
