@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -20,8 +21,8 @@ import (
 	"github.com/gormcacheme/cacheme/migrations"
 )
 
-// Example mounts the admin page under /cache/, behind the application's
-// own authentication, with a log in SQLite.
+// Example mounts the admin page under /cache/ with basic auth, for one
+// host name, with a log in SQLite.
 func Example() {
 	mr := miniredis.NewMiniRedis() // an in-process Redis
 	if err := mr.Start(); err != nil {
@@ -53,35 +54,37 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	// Authentication is the application's job; this one uses basic auth.
-	staffOnly := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if user, pass, ok := r.BasicAuth(); !ok || user != "ann" || pass != "secret" {
-				w.Header().Set("WWW-Authenticate", `Basic realm="cache"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
 	page := admin.Handler(p, admin.Options{
-		DB:      db,
-		Dialect: migrations.SQLite,
-		Actor:   func(r *http.Request) string { user, _, _ := r.BasicAuth(); return user },
+		// Who may do what: here one set of basic-auth credentials (serve
+		// it over HTTPS). Options.Authorize asks the application instead,
+		// per action.
+		BasicAuth: &admin.BasicAuth{User: "ann", Password: "secret"},
+		// The names the page is served under: other Host headers are
+		// refused (the default is localhost only).
+		AllowedHosts: []string{"admin.example.com"},
+		DB:           db,
+		Dialect:      migrations.SQLite,
 	})
 	mux := http.NewServeMux()
-	mux.Handle("/cache/", staffOnly(http.StripPrefix("/cache", page)))
+	mux.Handle("/cache/", http.StripPrefix("/cache", page))
 
-	for _, auth := range []bool{false, true} {
-		req := httptest.NewRequest(http.MethodGet, "/cache/", nil)
+	serve := func(method, target string, auth bool) {
+		req := httptest.NewRequest(method, target, strings.NewReader("kind=tag&target=books"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if auth {
 			req.SetBasicAuth("ann", "secret")
 		}
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, req)
-		fmt.Println("GET /cache/:", rec.Code)
+		fmt.Println(method, target, auth, rec.Code)
 	}
+	serve(http.MethodGet, "http://admin.example.com/cache/", false) // no credentials
+	serve(http.MethodGet, "http://admin.example.com/cache/", true)
+	serve(http.MethodGet, "http://rebound.example/cache/", true)              // a foreign Host
+	serve(http.MethodPost, "http://admin.example.com/cache/invalidate", true) // no CSRF token: not from the page's form
 	// Output:
-	// GET /cache/: 401
-	// GET /cache/: 200
+	// GET http://admin.example.com/cache/ false 401
+	// GET http://admin.example.com/cache/ true 200
+	// GET http://rebound.example/cache/ true 403
+	// POST http://admin.example.com/cache/invalidate true 403
 }

@@ -3,15 +3,18 @@ package admin_test
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gormcacheme/cacheme"
@@ -27,6 +30,18 @@ func testRedis(t *testing.T) redis.UniversalClient {
 	t.Helper()
 	c, _ := testenv.Redis(t)
 	return c
+}
+
+// newPluginRedis is newPlugin, also returning its Redis client and, when
+// it is one, the miniredis.
+func newPluginRedis(t *testing.T) (*cacheme.Plugin, redis.UniversalClient, *miniredis.Miniredis) {
+	t.Helper()
+	c, m := testenv.Redis(t)
+	p, err := cacheme.New(cacheme.Settings{Redis: c, Prefix: testenv.Prefix(), TTL: time.Minute})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return p, c, m
 }
 
 // newPlugin returns a plugin with a random prefix of its own, so that tests
@@ -103,32 +118,76 @@ func call(t *testing.T, f func(context.Context, int) (int64, error), a int, want
 	}
 }
 
-// get serves a GET of target.
-func get(h http.Handler, target string) *httptest.ResponseRecorder {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
-	return rec
-}
+// host is the Host of the test requests: one of the default Options.AllowedHosts.
+const host = "localhost"
 
-// post serves a same-origin form POST, as a browser sends it from the page.
-func post(h http.Handler, target string, form url.Values, header ...string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Sec-Fetch-Site", "same-origin")
-	req.Header.Set("Origin", "http://"+req.Host)
+// request makes a request to host. header holds pairs of names and
+// values; an empty value deletes the header, and the name "Host" sets the
+// request's Host.
+func request(method, target string, body string, header ...string) *http.Request {
+	req := httptest.NewRequest(method, target, strings.NewReader(body))
+	req.Host = host
 	for i := 0; i+1 < len(header); i += 2 {
-		if header[i+1] == "" {
+		switch {
+		case header[i] == "Host":
+			req.Host = header[i+1]
+		case header[i+1] == "":
 			req.Header.Del(header[i])
-		} else {
+		default:
 			req.Header.Set(header[i], header[i+1])
 		}
 	}
+	return req
+}
+
+// get serves a GET of target.
+func get(h http.Handler, target string, header ...string) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
+	h.ServeHTTP(rec, request(http.MethodGet, target, "", header...))
+	return rec
+}
+
+// post serves a same-origin form POST, as a browser sends it from the page,
+// with header applied last (see request).
+func post(h http.Handler, target string, form url.Values, header ...string) *httptest.ResponseRecorder {
+	std := []string{
+		"Content-Type", "application/x-www-form-urlencoded",
+		"Sec-Fetch-Site", "same-origin",
+		"Origin", "http://" + host,
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, request(http.MethodPost, target, form.Encode(), append(std, header...)...))
 	return rec
 }
 
 func form(kind, target string) url.Values { return url.Values{"kind": {kind}, "target": {target}} }
+
+var csrfField = regexp.MustCompile(`<input type="hidden" name="csrf" value="([^"]*)">`)
+
+// token returns the CSRF token of the page h shows to a GET with header.
+func token(t *testing.T, h http.Handler, header ...string) string {
+	t.Helper()
+	rec := get(h, "/", header...)
+	m := csrfField.FindStringSubmatch(rec.Body.String())
+	if rec.Code != http.StatusOK || m == nil {
+		t.Fatalf("GET /: got %d and no CSRF token: %s", rec.Code, rec.Body)
+	}
+	return m[1]
+}
+
+// tform is form with the CSRF token of the page h shows to a GET with
+// header, as the page's forms send it.
+func tform(t *testing.T, h http.Handler, kind, target string, header ...string) url.Values {
+	t.Helper()
+	f := form(kind, target)
+	f.Set("csrf", token(t, h, header...))
+	return f
+}
+
+// basic is the Authorization header of basic auth.
+func basic(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
 
 // logRow is one row of cacheme_invalidations.
 type logRow struct {
