@@ -26,6 +26,7 @@ func TestNewInvalidSettings(t *testing.T) {
 		{"negative LeaseTTL", cacheme.Settings{LeaseTTL: -time.Second}},
 		{"LeaseTTL under 1ms", cacheme.Settings{LeaseTTL: time.Nanosecond}},
 		{"negative FlushTimeout", cacheme.Settings{FlushTimeout: -time.Second}},
+		{"negative ReplayInterval", cacheme.Settings{ReplayInterval: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,14 +48,17 @@ func TestNewSettings(t *testing.T) {
 	}{
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
 			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
-			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, Codec: cacheme.MsgpackCodec{},
+			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
+			Codec: cacheme.MsgpackCodec{},
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			Outbox: true, ReplayInterval: time.Minute,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			Outbox: true, ReplayInterval: time.Minute,
 		}},
 	}
 	for _, tt := range tests {

@@ -31,8 +31,8 @@ func Example() {
 	defer mr.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
-	p, err := cacheme.New(cacheme.Settings{Redis: rdb})
-	if err != nil {
+	p := cacheme.New(cacheme.Settings{Redis: rdb})
+	if err := p.Err(); err != nil {
 		log.Fatal(err)
 	}
 

@@ -37,8 +37,8 @@ func testRedis(t *testing.T) redis.UniversalClient {
 func newPluginRedis(t *testing.T) (*cacheme.Plugin, redis.UniversalClient, *miniredis.Miniredis) {
 	t.Helper()
 	c, m := testenv.Redis(t)
-	p, err := cacheme.New(cacheme.Settings{Redis: c, Prefix: testenv.Prefix(), TTL: time.Minute})
-	if err != nil {
+	p := cacheme.New(cacheme.Settings{Redis: c, Prefix: testenv.Prefix(), TTL: time.Minute})
+	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	return p, c, m
@@ -48,12 +48,12 @@ func newPluginRedis(t *testing.T) (*cacheme.Plugin, redis.UniversalClient, *mini
 // sharing a real Redis never see each other's keys.
 func newPlugin(t *testing.T) *cacheme.Plugin {
 	t.Helper()
-	p, err := cacheme.New(cacheme.Settings{
+	p := cacheme.New(cacheme.Settings{
 		Redis:  testRedis(t),
 		Prefix: testenv.Prefix(),
 		TTL:    time.Minute,
 	})
-	if err != nil {
+	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	return p
@@ -98,7 +98,7 @@ func wrap(t *testing.T, p *cacheme.Plugin, tag string, c *counter, groups func(i
 		Tag: tag,
 	}
 	if groups != nil {
-		spec.InvalidKeys = func(a int, _ int64) []string { return groups(a) }
+		spec.Groups = func(a int, _ int64) []string { return groups(a) }
 	}
 	f, err := cacheme.Wrap(p, spec, c.fn)
 	if err != nil {
