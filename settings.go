@@ -18,6 +18,7 @@ const (
 	DefaultLeaseTTL       = 10 * time.Second
 	DefaultFlushTimeout   = time.Second
 	DefaultReplayInterval = 10 * time.Second
+	DefaultWaitTimeout    = 100 * time.Millisecond
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -92,6 +93,19 @@ type Settings struct {
 	// If zero, defaults to 10s.
 	ReplayInterval time.Duration
 
+	// WaitReplicas makes an invalidation count as delivered only once that
+	// many replicas of each Redis master it wrote acknowledged it (WAIT,
+	// sent on the connection of the writes). An invalidation that fewer
+	// replicas acknowledged within WaitTimeout is a failed delivery:
+	// retried, and with Outbox kept for Replay, so that a failover to a
+	// replica that never got it cannot bring the entries back. It works on
+	// a single server, a failover (Sentinel) client and a Cluster, not on a
+	// Ring. Zero: no WAIT (replication is asynchronous).
+	WaitReplicas int
+
+	// WaitTimeout bounds each WAIT. If zero, defaults to 100ms.
+	WaitTimeout time.Duration
+
 	// Codec encodes cached values. If nil, defaults to MsgpackCodec.
 	Codec Codec
 
@@ -138,6 +152,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.ReplayInterval == 0 {
 		s.ReplayInterval = DefaultReplayInterval
 	}
+	if s.WaitTimeout == 0 {
+		s.WaitTimeout = DefaultWaitTimeout
+	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
 	}
@@ -154,10 +171,21 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
 	case s.FlushTimeout < 0:
 		return s, fmt.Errorf("%w: FlushTimeout %v is negative", ErrInvalidSettings, s.FlushTimeout)
+	case s.WaitReplicas < 0:
+		return s, fmt.Errorf("%w: WaitReplicas %d is negative", ErrInvalidSettings, s.WaitReplicas)
+	case s.WaitTimeout < 0:
+		return s, fmt.Errorf("%w: WaitTimeout %v is negative", ErrInvalidSettings, s.WaitTimeout)
+	case s.WaitReplicas > 0 && isRing(s.Redis):
+		return s, fmt.Errorf("%w: WaitReplicas needs a client, failover client or Cluster client, not a Ring", ErrInvalidSettings)
 	case s.ReplayInterval < 0:
 		return s, fmt.Errorf("%w: ReplayInterval %v is negative", ErrInvalidSettings, s.ReplayInterval)
 	case s.LeaseTTL < time.Millisecond:
 		return s, fmt.Errorf("%w: LeaseTTL %v is under 1ms", ErrInvalidSettings, s.LeaseTTL)
 	}
 	return s, nil
+}
+
+func isRing(c redis.UniversalClient) bool {
+	_, ok := c.(*redis.Ring)
+	return ok
 }

@@ -27,6 +27,8 @@ func TestNewInvalidSettings(t *testing.T) {
 		{"LeaseTTL under 1ms", cacheme.Settings{LeaseTTL: time.Nanosecond}},
 		{"negative FlushTimeout", cacheme.Settings{FlushTimeout: -time.Second}},
 		{"negative ReplayInterval", cacheme.Settings{ReplayInterval: -time.Second}},
+		{"negative WaitReplicas", cacheme.Settings{WaitReplicas: -1}},
+		{"negative WaitTimeout", cacheme.Settings{WaitTimeout: -time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,16 +51,16 @@ func TestNewSettings(t *testing.T) {
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
 			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
 			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
-			Codec: cacheme.MsgpackCodec{},
+			WaitTimeout: 100 * time.Millisecond, Codec: cacheme.MsgpackCodec{},
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
-			Outbox: true, ReplayInterval: time.Minute,
+			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
-			Outbox: true, ReplayInterval: time.Minute,
+			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
 		}},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -89,15 +90,45 @@ type scriptCall struct {
 // not know the script yet are sent again with EVAL, so that no call runs
 // twice. The result i belongs to calls[i].
 func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	return p.runOn(ctx, p.rdb, calls, false)
+}
+
+// pipeliner is a client that makes pipelines: any redis.UniversalClient,
+// or one node's *redis.Client.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+// runOn runs calls as runPipeline does, on c. With wait, each pipeline
+// ends with WAIT (Settings.WaitReplicas), on the same connection as its
+// writes, and fewer acknowledgements than asked is an error for every call.
+func (p *Plugin) runOn(ctx context.Context, c pipeliner, calls []scriptCall, wait bool) ([]*redis.Cmd, error) {
 	if len(calls) == 0 {
 		return nil, nil
 	}
 	cmds := make([]*redis.Cmd, len(calls))
-	pipe := p.rdb.Pipeline()
-	for i, c := range calls {
-		cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
+	var acks []*redis.IntCmd
+	send := func(idx []int, first bool) {
+		pipe := c.Pipeline()
+		for _, i := range idx {
+			c := calls[i]
+			if first {
+				cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
+			} else {
+				cmds[i] = c.script.Eval(ctx, pipe, []string{c.key}, c.args...)
+			}
+		}
+		if wait {
+			acks = append(acks, redis.NewIntCmd(ctx, "wait", p.set.WaitReplicas, p.set.WaitTimeout.Milliseconds()))
+			_ = pipe.Process(ctx, acks[len(acks)-1])
+		}
+		_, _ = pipe.Exec(ctx)
 	}
-	_, _ = pipe.Exec(ctx)
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	send(all, true)
 	var retry []int
 	for i, cmd := range cmds {
 		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
@@ -105,12 +136,7 @@ func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.
 		}
 	}
 	if len(retry) > 0 {
-		pipe = p.rdb.Pipeline()
-		for _, i := range retry {
-			c := calls[i]
-			cmds[i] = c.script.Eval(ctx, pipe, []string{c.key}, c.args...)
-		}
-		_, _ = pipe.Exec(ctx)
+		send(retry, false)
 	}
 	var errs []error
 	for i, cmd := range cmds {
@@ -118,6 +144,81 @@ func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.
 			errs = append(errs, redisErr("script", calls[i].key, err))
 		}
 	}
+	for _, a := range acks {
+		n, err := a.Result()
+		if err == nil && n < int64(p.set.WaitReplicas) {
+			err = fmt.Errorf("%d of %d replicas acknowledged within %v", n, p.set.WaitReplicas, p.set.WaitTimeout)
+		}
+		if err != nil {
+			for _, cmd := range cmds {
+				if cmd.Err() == nil {
+					cmd.SetErr(err)
+				}
+			}
+			errs = append(errs, redisErr("WAIT", fmt.Sprint(p.set.WaitReplicas), err))
+		}
+	}
+	return cmds, errors.Join(errs...)
+}
+
+// runWrites runs invalidation calls: as runPipeline does, and with
+// Settings.WaitReplicas confirmed by WAIT on every connection that wrote.
+// On Cluster the calls are grouped by the master that owns their key, so
+// that each WAIT follows that master's writes.
+func (p *Plugin) runWrites(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	if p.set.WaitReplicas == 0 || len(calls) == 0 {
+		return p.runPipeline(ctx, calls)
+	}
+	cc, ok := p.rdb.(*redis.ClusterClient)
+	if !ok {
+		return p.runOn(ctx, p.rdb, calls, true)
+	}
+	type group struct {
+		node *redis.Client
+		idx  []int
+	}
+	var groups []*group
+	byNode := map[*redis.Client]*group{}
+	cmds := make([]*redis.Cmd, len(calls))
+	var errs []error
+	for i, c := range calls {
+		node, err := cc.MasterForKey(ctx, c.key)
+		if err != nil {
+			cmds[i] = redis.NewCmd(ctx)
+			cmds[i].SetErr(err)
+			errs = append(errs, redisErr("script", c.key, err))
+			continue
+		}
+		g := byNode[node]
+		if g == nil {
+			g = &group{node: node}
+			byNode[node] = g
+			groups = append(groups, g)
+		}
+		g.idx = append(g.idx, i)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([]scriptCall, len(g.idx))
+			for j, i := range g.idx {
+				sub[j] = calls[i]
+			}
+			got, err := p.runOn(ctx, g.node, sub, true)
+			mu.Lock()
+			defer mu.Unlock()
+			for j, i := range g.idx {
+				cmds[i] = got[j]
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
 	return cmds, errors.Join(errs...)
 }
 
@@ -191,7 +292,7 @@ func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, [
 		}
 		calls = append(calls, scriptCall{invalidateScript, h, args})
 	}
-	cmds, err := p.runPipeline(ctx, calls)
+	cmds, err := p.runWrites(ctx, calls)
 	n := 0
 	var failed []entry
 	for i, cmd := range cmds {
@@ -222,7 +323,7 @@ func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedInd
 	for i, idx := range indexes {
 		calls[i] = scriptCall{markScript, idx, []any{ms(p.set.LeaseTTL)}}
 	}
-	cmds, err := p.runPipeline(ctx, calls)
+	cmds, err := p.runWrites(ctx, calls)
 	var out []markedIndex
 	var failed []string
 	for i, cmd := range cmds {
@@ -256,7 +357,7 @@ func (p *Plugin) dropMembers(ctx context.Context, marked []markedIndex) ([]strin
 			calls = append(calls, scriptCall{dropScript, m.key, append([]any{ms(p.set.LeaseTTL)}, chunk...)})
 		}
 	}
-	cmds, err := p.runPipeline(ctx, calls)
+	cmds, err := p.runWrites(ctx, calls)
 	var failed []string
 	seen := map[string]bool{}
 	for i, cmd := range cmds {
