@@ -51,6 +51,11 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 		return bypass(ctx, p, l, err)
 	}
 	for attempt := 0; ; attempt++ {
+		if res.corruptMeta {
+			// readScript treated it as absent and repaired it.
+			p.reg.add(l.tagC, corrupt, 1)
+			p.report(ctx, fmt.Errorf("%w: %s: expiry or lease time is not a number", ErrCorrupt, l.e))
+		}
 		switch res.status {
 		case statusHit, statusStale:
 			v, derr := decode[R](p.set.Codec, res.value)
