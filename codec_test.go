@@ -120,3 +120,27 @@ func TestCodecMismatch(t *testing.T) {
 	equals(t, call(t, fj, 7), 7)
 	equals(t, pj.Stats().Total.Corrupt, 3)
 }
+
+// The 14 bytes that made msgpack ask for 22 GB (an array32 header claiming
+// 2.75e9 ints, then seven of them) are a corrupt value like any other:
+// recomputed, overwritten and reported, at no cost.
+func TestCodecHostileLength(t *testing.T) {
+	ctx := context.Background()
+	crash := []byte{1, 1, 0xdd, 0xa3, 0xe9, 0xab, 0x80, 1, 2, 3, 4, 5, 6, 7}
+	rec := &errRecorder{}
+	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	var runs atomic.Int64
+	f := mustWrap(t, p, cacheme.Spec[int, []int]{Key: func(int) string { return "ints" }},
+		func(context.Context, int) ([]int, error) { runs.Add(1); return []int{1, 2}, nil })
+	deepEquals(t, call(t, f, 0), []int{1, 2})
+	ok(t, rdb.HSet(ctx, p.Settings().Prefix+"ints", "v:base", crash).Err())
+	deepEquals(t, call(t, f, 0), []int{1, 2})
+	deepEquals(t, call(t, f, 0), []int{1, 2})
+	equals(t, runs.Load(), 2)
+	equals(t, p.Stats().Total.Corrupt, 1)
+	if !rec.has(cacheme.ErrCorrupt) {
+		t.Fatalf("reported %v; want ErrCorrupt", rec.all())
+	}
+	var out []int
+	isErr(t, cacheme.MsgpackCodec{}.Unmarshal(crash[2:], &out), cacheme.ErrCorrupt)
+}

@@ -40,9 +40,9 @@ var (
 	// invalidate too early. Use db.Transaction or db.Begin instead.
 	ErrUntrackedTx = errors.New("cacheme: write in a transaction the plugin cannot track")
 
-	// ErrCorrupt wraps a stored value that cannot be decoded. The value is
-	// treated as a miss and overwritten; the error reaches
-	// Settings.ErrorHook.
+	// ErrCorrupt wraps a stored value that cannot be decoded, or an entry's
+	// expiry or lease time that is not a number. The value is treated as a
+	// miss and overwritten; the error reaches Settings.ErrorHook.
 	ErrCorrupt = errors.New("cacheme: corrupt cached value")
 
 	// ErrClosed is returned by memoized calls, invalidations and GORM

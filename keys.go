@@ -3,6 +3,7 @@ package cacheme
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Key layout. With the default prefix "CM:":
@@ -12,6 +13,14 @@ import (
 //	                          a key without '>' in field "base"
 //	CM:<name>:invalid         sorted set: the invalidation group <name>
 //	CM:<tag>:tag              sorted set: every entry stored under <tag>
+//
+// The field "base" is reserved for keys without '>': a memoized key
+// "book:1>base" (Wrap, WrapNode, NodeManager.Get) is rejected with
+// ErrInvalidKey, since it would be the same entry as "book:1". In
+// InvalidateKeys, "book:1>base" names that entry alone, while "book:1"
+// invalidates every field of the hash; hooks and errors show entries in
+// that form too. Keys, group names and tags must be valid UTF-8 without NUL
+// bytes.
 //
 // Group and tag members are full entry keys ("CM:book:1>base"), scored by
 // the time they expire, so expired members are pruned as the set is used.
@@ -37,18 +46,21 @@ func (e entry) member() string { return e.hash + fieldSep + e.field }
 // String returns the full key, as hooks and errors show it.
 func (e entry) String() string { return e.member() }
 
-// parseEntry turns a user key ("hash" or "hash>field") into an entry. Only
-// the first '>' splits: "a>b>c" is field "b>c" of hash "a".
+// parseEntry turns a memoized key ("hash" or "hash>field") into an entry.
+// Only the first '>' splits: "a>b>c" is field "b>c" of hash "a". The field
+// "base" is reserved: "a" is stored there, and "a>base" is an error wrapping
+// ErrInvalidKey rather than a second name for the same entry.
 func (p *Plugin) parseEntry(key string) (entry, error) {
-	if err := checkName("key", key); err != nil {
-		return entry{}, err
-	}
 	h, field, err := p.hashKey(key)
 	if err != nil {
 		return entry{}, err
 	}
-	if field == "" {
+	switch field {
+	case "":
 		field = defaultField
+	case defaultField:
+		return entry{}, fmt.Errorf("%w: key %q uses the field %q reserved for keys without %q",
+			ErrInvalidKey, key, defaultField, fieldSep)
 	}
 	return entry{hash: h, field: field}, nil
 }
@@ -78,7 +90,8 @@ func (p *Plugin) tagKey(tag string) (string, error) {
 // hashKey splits a user key into the Redis key of its hash ("book:1" in
 // "book:1>x") and its field, "" when the key has no '>' (the whole hash).
 // A hash may not end with a reserved suffix: its key would be a group or
-// tag set.
+// tag set. The field "base" is allowed: to InvalidateKeys it names the
+// entry of the key without '>'.
 func (p *Plugin) hashKey(key string) (string, string, error) {
 	if err := checkName("key", key); err != nil {
 		return "", "", err
@@ -95,9 +108,17 @@ func (p *Plugin) hashKey(key string) (string, string, error) {
 	return p.set.Prefix + hash, field, nil
 }
 
+// checkName rejects an empty key, group name or tag, and one that holds a
+// NUL byte or is not valid UTF-8: such bytes come from hostile or broken
+// input, and would reach Redis keys, hook messages and logs.
 func checkName(kind, s string) error {
-	if s == "" {
+	switch {
+	case s == "":
 		return fmt.Errorf("%w: empty %s", ErrInvalidKey, kind)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("%w: %s %q holds a NUL byte", ErrInvalidKey, kind, s)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidKey, kind, s)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ type load[R any] struct {
 }
 
 // PanicError is the value the plugin panics with when a memoized function
-// (or a callback or codec it runs while computing) panics: the plugin first
+// (or a callback it runs while computing) panics: the plugin first
 // releases the computation's lease, so that callers waiting for it take
 // over at once, then panics again with a *PanicError holding the original
 // value.
@@ -51,6 +51,11 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 		return bypass(ctx, p, l, err)
 	}
 	for attempt := 0; ; attempt++ {
+		if res.corruptMeta {
+			// readScript treated it as absent and repaired it.
+			p.reg.add(l.tagC, corrupt, 1)
+			p.report(ctx, fmt.Errorf("%w: %s: expiry or lease time is not a number", ErrCorrupt, l.e))
+		}
 		switch res.status {
 		case statusHit, statusStale:
 			v, derr := decode[R](p.set.Codec, res.value)
@@ -129,9 +134,9 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, err
 
 // compute runs the function under the lease and stores its result unless an
 // invalidation overtook it. Errors after the function ran are reported, not
-// returned: the caller gets the result. A panic anywhere here (the function,
-// a callback, the codec) releases the lease at once, so that waiters take
-// over, and is raised again as a *PanicError.
+// returned: the caller gets the result (a codec's panic is such an error).
+// A panic of the function or a callback releases the lease at once, so
+// that waiters take over, and is raised again as a *PanicError.
 func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, leaseAt int64) (r R, err error) {
 	// The function reads its data after this moment: an invalidation
 	// before it cannot make the result stale.

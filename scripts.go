@@ -12,12 +12,31 @@ import "github.com/redis/go-redis/v9"
 //	l:f  the token of the computation allowed to store f
 //	t:f  when that lease runs out (ms)
 //
-// Times are the Redis server's (TIME), in milliseconds.
+// and the hash has one more field, "#s", its size after the last sweep (see
+// storeScript). Times are the Redis server's (TIME), in milliseconds.
+//
+// Anything may have been written to these fields. A time or size that is
+// not a finite number (see luaNum) is corrupt: the scripts treat it as
+// absent or run out (a value as expired, a lease as run out, "#s" as 0),
+// never raise an error for it, and overwrite it. A lease whose time is
+// corrupt can no longer store, so a corrupt field never lets a stale value
+// in.
 
 const luaNow = `
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
+// luaNum is tonumber for the times and sizes the scripts keep in hash
+// fields: nil for anything that is not a finite number (garbage, "nan",
+// "inf", a missing field), so that no comparison can raise an error.
+const luaNum = `
+local function tonum(s)
+  local n = tonumber(s)
+  if n and n == n and n > -math.huge and n < math.huge then return n end
+  return nil
 end
 `
 
@@ -36,18 +55,25 @@ local function num(x) return string.format('%.0f', x) end
 // (stale), {3} when another caller is computing it (wait), {4} when this
 // caller got the lease and must compute it (with the server time of the
 // lease, in microseconds), and {0} when ARGV[5] is "0" (peek: never take
-// the lease) and there is no valid value.
+// the lease) and there is no valid value. Unless it peeks, it adds 16 to
+// the status when the entry's expiry (x:f) or lease time (t:f) was
+// corrupt: such a value was dropped, such a lease is taken over.
 // ARGV: field, stale ("1"/"0"), token, lease ms, acquire ("1"/"0").
-var readScript = redis.NewScript(luaNow + luaNowUs + `
+var readScript = redis.NewScript(luaNow + luaNowUs + luaNum + `
 local f = ARGV[1]
 local t = now()
 local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
-local live = r[1] and r[2] and tonumber(r[2]) > t
+local x = tonum(r[2])
+local live = r[1] and x and x > t
 if live and not r[3] then return {1, r[1]} end
 if ARGV[5] ~= '1' then return {0} end
-if r[4] and r[5] and tonumber(r[5]) > t then
-  if live and ARGV[2] == '1' then return {2, r[1]} end
-  return {3}
+local lt = tonum(r[5])
+local bad = 0
+if (r[2] and not x) or (r[5] and not lt) then bad = 16 end
+if r[2] and not x then redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f) end
+if r[4] and lt and lt > t then
+  if live and ARGV[2] == '1' then return {2 + bad, r[1]} end
+  return {3 + bad}
 end
 if not live or ARGV[2] ~= '1' then
   redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f)
@@ -55,35 +81,46 @@ end
 local lease = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'l:'..f, ARGV[3], 't:'..f, t + lease)
 if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
-return {4, num(nowus())}
+return {4 + bad, num(nowus())}
 `)
 
 // storeScript stores a value if the caller still holds the lease: no
-// invalidation revoked it and it has not run out. Returns 1 if stored.
-// ARGV: field, token, value, ttl ms.
+// invalidation revoked it and it has not run out (a corrupt lease time
+// counts as run out). Returns 1 if stored, 2 if stored and a sweep found
+// corrupt metadata (a corrupt "#s", or times that are not numbers, whose
+// entries it dropped). ARGV: field, token, value, ttl ms.
 //
 // A hash whose fields outlive their values (expired entries, leases of
 // crashed processes) is swept by the store that finds it more than twice
 // as large as after the last sweep (the field "#s"), so the sweeps cost
 // O(1) per store on average and a hash holds at most about twice its live
 // entries.
-var storeScript = redis.NewScript(luaNow + `
+var storeScript = redis.NewScript(luaNow + luaNum + `
 local f = ARGV[1]
 local t = now()
 local r = redis.call('HMGET', KEYS[1], 'l:'..f, 't:'..f)
-if r[1] ~= ARGV[2] or not r[2] or tonumber(r[2]) <= t then return 0 end
+local lt = tonum(r[2])
+if r[1] ~= ARGV[2] or not lt or not (lt > t) then return 0 end
 local ttl = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'v:'..f, ARGV[3], 'x:'..f, t + ttl)
 redis.call('HDEL', KEYS[1], 'd:'..f, 'l:'..f, 't:'..f)
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 local n = redis.call('HLEN', KEYS[1])
-local last = tonumber(redis.call('HGET', KEYS[1], '#s') or '0')
+local s = redis.call('HGET', KEYS[1], '#s')
+local last = tonum(s) or 0
+local bad = 1
+if s and not tonum(s) then
+  bad = 2
+  redis.call('HDEL', KEYS[1], '#s')
+end
 if n > 64 and n > 2 * last then
   local h = redis.call('HGETALL', KEYS[1])
   local dead = {}
   for i = 1, #h, 2 do
     local kind, g = string.sub(h[i], 1, 2), string.sub(h[i], 3)
-    if (kind == 'x:' or kind == 't:') and tonumber(h[i + 1]) <= t then
+    local e = tonum(h[i + 1])
+    if (kind == 'x:' or kind == 't:') and not e then bad = 2 end
+    if (kind == 'x:' or kind == 't:') and not (e and e > t) then
       if kind == 'x:' then
         dead[#dead + 1] = 'v:'..g; dead[#dead + 1] = 'x:'..g; dead[#dead + 1] = 'd:'..g
       else
@@ -96,7 +133,7 @@ if n > 64 and n > 2 * last then
   end
   redis.call('HSET', KEYS[1], '#s', redis.call('HLEN', KEYS[1]))
 end
-return 1
+return bad
 `)
 
 // releaseScript gives up a lease after a failed computation, so that
@@ -112,8 +149,9 @@ return 0
 // invalidateScript marks the given fields (all fields of the hash when
 // none is given) invalid and revokes their leases, so that a computation in
 // progress cannot store its result. It returns how many entries it hit: a
-// valid value or a live lease.
-var invalidateScript = redis.NewScript(luaNow + `
+// valid value or a live lease. A corrupt expiry or lease time counts as
+// run out.
+var invalidateScript = redis.NewScript(luaNow + luaNum + `
 local fields = ARGV
 if #fields == 0 then
   fields = {}
@@ -131,13 +169,14 @@ local n = 0
 for _, f in ipairs(fields) do
   local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
   local hit = false
-  if r[1] and r[2] and tonumber(r[2]) > t and not r[3] then
+  local x, lt = tonum(r[2]), tonum(r[5])
+  if r[1] and x and x > t and not r[3] then
     redis.call('HSET', KEYS[1], 'd:'..f, '1')
     hit = true
   end
   if r[4] then
     redis.call('HDEL', KEYS[1], 'l:'..f, 't:'..f)
-    if r[5] and tonumber(r[5]) > t then hit = true end
+    if lt and lt > t then hit = true end
   end
   if hit then n = n + 1 end
 end

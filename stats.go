@@ -15,7 +15,7 @@ type Counters struct {
 	HerdTimeouts  int64 // waits that ran out, after which the caller computed itself without storing
 	LoaderErrors  int64 // computations that returned an error or panicked
 	RedisErrors   int64 // failed Redis operations
-	Corrupt       int64 // stored values that could not be decoded
+	Corrupt       int64 // stored values that could not be decoded, and entry metadata that was not a number
 	Conflicts     int64 // results not stored because an invalidation overtook them
 	Invalidations int64 // entries invalidated (per tag: by InvalidateTag)
 	Replayed      int64 // outbox rows delivered by Replay (Settings.Outbox)

@@ -19,13 +19,18 @@ const (
 	statusStale  = 2
 	statusWait   = 3
 	statusLease  = 4
+
+	// statusCorruptMeta is added to a status when the entry's expiry or
+	// lease time was corrupt (not a number); readScript repaired it.
+	statusCorruptMeta = 16
 )
 
 // readResult is what one read of an entry found.
 type readResult struct {
-	status  int
-	value   []byte
-	leaseAt int64 // statusLease: the server time of the lease, in microseconds
+	status      int
+	value       []byte
+	leaseAt     int64 // statusLease: the server time of the lease, in microseconds
+	corruptMeta bool  // the entry's metadata was corrupt (and repaired)
 }
 
 // ms converts a duration to whole milliseconds, rounding up.
@@ -49,7 +54,7 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 		return readResult{}, redisErr("read", e.String(), errors.New("empty reply"))
 	}
 	st, _ := res[0].(int64)
-	out := readResult{status: int(st)}
+	out := readResult{status: int(st &^ statusCorruptMeta), corruptMeta: st&statusCorruptMeta != 0}
 	if len(res) > 1 {
 		s, _ := res[1].(string)
 		if out.status == statusLease {
@@ -61,13 +66,19 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 	return out, nil
 }
 
-// store runs storeScript and reports whether the value was stored.
+// store runs storeScript and reports whether the value was stored. Corrupt
+// metadata of the hash that the script repaired is counted (overall: the
+// hash is not one tag's) and reported.
 func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration) (bool, error) {
 	n, err := storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl)).Int()
 	if err != nil {
 		return false, redisErr("store", e.String(), err)
 	}
-	return n == 1, nil
+	if n == 2 {
+		p.reg.add(nil, corrupt, 1)
+		p.report(ctx, fmt.Errorf("%w: metadata of hash %s (dropped)", ErrCorrupt, e.hash))
+	}
+	return n >= 1, nil
 }
 
 // release gives up a lease.
