@@ -30,8 +30,8 @@ func offlinePlugin(tb testing.TB) *Plugin {
 	tb.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	tb.Cleanup(func() { rdb.Close() })
-	p, err := New(Settings{Redis: rdb, Prefix: "CM:"})
-	if err != nil {
+	p := New(Settings{Redis: rdb, Prefix: "CM:"})
+	if err := p.Err(); err != nil {
 		tb.Fatal(err)
 	}
 	return p
@@ -225,11 +225,11 @@ func FuzzEntryMetadata(f *testing.F) {
 
 	rdb, _ := testenv.Redis(f)
 	rec := &metaRecorder{}
-	p, err := New(Settings{
+	p := New(Settings{
 		Redis: rdb, Prefix: testenv.Prefix(), TTL: time.Minute,
 		HerdRetryCount: 2, HerdRetryTime: time.Millisecond, ErrorHook: rec.hook,
 	})
-	if err != nil {
+	if err := p.Err(); err != nil {
 		f.Fatal(err)
 	}
 	ctx := context.Background()

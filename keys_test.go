@@ -58,8 +58,8 @@ func TestKeyHostileBytes(t *testing.T) {
 			// A result's group name is checked when it is stored: the
 			// caller gets the result, the error goes to the hook.
 			g := mustWrap(t, p, cacheme.Spec[int, int]{
-				Key:         func(int) string { return "g" },
-				InvalidKeys: func(int, int) []string { return []string{bad} },
+				Key:    func(int) string { return "g" },
+				Groups: func(int, int) []string { return []string{bad} },
 			}, identity)
 			equals(t, call(t, g, 4), 4)
 			if !rec.has(cacheme.ErrInvalidKey) {
