@@ -104,6 +104,9 @@ func (p *Plugin) runPipeline(ctx context.Context, calls []scriptCall) ([]*redis.
 	return p.runOn(ctx, p.rdb, calls, false)
 }
 
+// maxPipeline bounds the script calls of one pipeline.
+const maxPipeline = 500
+
 // pipeliner is a client that makes pipelines: any redis.UniversalClient,
 // or one node's *redis.Client.
 type pipeliner interface {
@@ -116,6 +119,19 @@ type pipeliner interface {
 func (p *Plugin) runOn(ctx context.Context, c pipeliner, calls []scriptCall, wait bool) ([]*redis.Cmd, error) {
 	if len(calls) == 0 {
 		return nil, nil
+	}
+	if len(calls) > maxPipeline {
+		// One read deadline (the client's ReadTimeout) covers all the
+		// replies of a pipeline: bound its length, so that a large
+		// invalidation on a slow server does not time out as a whole.
+		var cmds []*redis.Cmd
+		var errs []error
+		for _, chunk := range chunks(calls, maxPipeline) {
+			got, err := p.runOn(ctx, c, chunk, wait)
+			cmds = append(cmds, got...)
+			errs = append(errs, err)
+		}
+		return cmds, errors.Join(errs...)
 	}
 	cmds := make([]*redis.Cmd, len(calls))
 	var acks []*redis.IntCmd
