@@ -304,11 +304,15 @@ func recv[R any](tb testing.TB, ch <-chan result[R]) result[R] {
 }
 
 // faultHook injects Redis failures into a client (rdb.AddHook), the same on
-// miniredis and a real server: while on is set every command fails, and the
-// next pipelines pipelines fail.
+// miniredis and a real server: while on is set every command fails; the
+// next pipelines pipelines fail; then, after skip pipelines pass, the next
+// lost pipelines run on the server but their replies are lost (the client
+// sees errors).
 type faultHook struct {
 	on        atomic.Bool
 	pipelines atomic.Int64
+	skip      atomic.Int64
+	lost      atomic.Int64
 }
 
 var errInjected = errors.New("injected redis failure")
@@ -333,7 +337,14 @@ func (h *faultHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 			}
 			return errInjected
 		}
-		return next(ctx, cmds)
+		err := next(ctx, cmds)
+		if h.skip.Add(-1) < 0 && h.lost.Add(-1) >= 0 {
+			for _, cmd := range cmds {
+				cmd.SetErr(errInjected)
+			}
+			return errInjected
+		}
+		return err
 	}
 }
 
