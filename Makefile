@@ -32,7 +32,7 @@ cluster:
 # The fault suite (build tag faults, tests TestFault*), on PostgreSQL.
 faults:
 	CACHEME_TEST_POSTGRES='$(POSTGRES_URL)' \
-		$(GO) test -tags faults -race -count=1 -timeout 8m -run '^TestFault' .
+		$(GO) test -tags faults -race -count=1 -timeout 8m -v -run '^TestFault' .
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
