@@ -1,7 +1,9 @@
 # Targets: test, race (the same with the race detector), integration (race,
 # against the local Redis and PostgreSQL), cluster (local 3-master Redis
-# Cluster), bench, lint, demo. test and race are hermetic (miniredis, SQLite)
-# unless CACHEME_TEST_REDIS / CACHEME_TEST_POSTGRES are set, so they pass on
+# Cluster), faults (the fault suite, build tag faults: redis-server
+# processes it starts, freezes and kills; needs redis-server and
+# redis-cli), bench, lint, demo. test and race are hermetic (miniredis,
+# SQLite) unless CACHEME_TEST_REDIS / CACHEME_TEST_POSTGRES are set, so they pass on
 # a machine with nothing running.
 
 GO           ?= go
@@ -10,7 +12,7 @@ REDIS_URL    ?= redis://127.0.0.1:6379/0
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 CLUSTER      ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 
-.PHONY: test race integration cluster bench lint demo
+.PHONY: test race integration cluster faults bench lint demo
 
 test:
 	$(GO) test -count=1 -timeout $(TIMEOUT) ./...
@@ -27,6 +29,11 @@ cluster:
 	CACHEME_TEST_REDIS_CLUSTER='$(CLUSTER)' $(GO) test -race -count=1 -timeout $(TIMEOUT) -run Cluster ./...; \
 		status=$$?; .ci/redis-cluster.sh stop; exit $$status
 
+# The fault suite (build tag faults, tests TestFault*), on PostgreSQL.
+faults:
+	CACHEME_TEST_POSTGRES='$(POSTGRES_URL)' \
+		$(GO) test -tags faults -race -count=1 -timeout 8m -v -run '^TestFault' .
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
@@ -34,7 +41,9 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/s
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags faults .
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags faults .
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; fi
 
