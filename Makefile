@@ -12,7 +12,7 @@ REDIS_URL    ?= redis://127.0.0.1:6379/0
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 CLUSTER      ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 
-.PHONY: test race integration cluster faults bench lint demo
+.PHONY: test race integration cluster faults fuzz bench lint demo
 
 test:
 	$(GO) test -count=1 -timeout $(TIMEOUT) ./...
@@ -33,6 +33,13 @@ cluster:
 faults:
 	CACHEME_TEST_POSTGRES='$(POSTGRES_URL)' \
 		$(GO) test -tags faults -race -count=1 -timeout 8m -v -run '^TestFault' .
+
+# Each fuzz target for FUZZTIME (the seeds in testdata/fuzz run in every
+# go test too).
+FUZZTIME ?= 10s
+fuzz:
+	for t in FuzzKeys FuzzDecode FuzzEntryMetadata FuzzModelKeys; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
