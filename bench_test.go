@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/gob"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/internal/testenv"
 )
 
 // The benchmarks run on the Redis named by CACHEME_TEST_REDIS, else on an
@@ -257,5 +259,40 @@ func BenchmarkInvalidateGroup(b *testing.B) {
 		if err != nil || n != members {
 			b.Fatalf("InvalidateGroups = %d, %v; want %d", n, err, members)
 		}
+	}
+}
+
+// BenchmarkOutboxWrite measures what Settings.Outbox costs a committed
+// write: a one-row update with the plugin, with and without the outbox,
+// interleaved in the same run (its INSERT in the transaction, its DELETE
+// after delivery).
+func BenchmarkOutboxWrite(b *testing.B) {
+	dialect, dsn := "sqlite", filepath.Join(b.TempDir(), "bench.db")+"?_busy_timeout=5000&_journal_mode=WAL"
+	if url := os.Getenv("CACHEME_TEST_POSTGRES"); url != "" {
+		dialect, dsn = "postgres", testenv.Schema(b, url)
+	}
+	rdb, _ := testRedis(b)
+	for _, outbox := range []bool{false, true} {
+		name := "plugin"
+		if outbox {
+			name = "plugin+outbox"
+		}
+		b.Run(name, func(b *testing.B) {
+			db := openOutboxDB(b, dialect, dsn)
+			p := newPluginOn(b, rdb, cacheme.Settings{Outbox: outbox, ReplayInterval: time.Hour})
+			if err := db.Use(p); err != nil {
+				b.Fatal(err)
+			}
+			u := User{Name: "bench"}
+			if err := db.Create(&u).Error; err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := db.Model(&u).Update("name", strconv.Itoa(i)).Error; err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -833,3 +833,47 @@ func TestBulkWrites(t *testing.T) {
 	equals(t, reads.Load(), int64(6))
 	last.mustMiss(t, "<none>")
 }
+
+// PanicKey's CacheKey panics for the name "boom".
+type PanicKey struct {
+	ID   uint
+	Name string
+}
+
+func (k PanicKey) CacheKey() string {
+	if k.Name == "boom" {
+		panic("CacheKey exploded")
+	}
+	return fmt.Sprintf("PanicKey:%d", k.ID)
+}
+
+// A panic in user code the plugin runs during a write (here CacheKey, on
+// the row as the update leaves it) becomes the statement's error: GORM
+// rolls the transaction back, and no connection or row lock is left
+// behind, so the next write to the row goes through.
+func TestPanicInCacheKey(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{})
+	db := testDB(t, gorm.Config{})
+	ok(t, db.Use(p))
+	ok(t, db.AutoMigrate(&PanicKey{}))
+	row := PanicKey{Name: "ok"}
+	ok(t, db.Create(&row).Error)
+	for range 3 {
+		err := db.Model(&PanicKey{}).Where("id = ?", row.ID).Update("name", "boom").Error
+		isErr(t, err, cacheme.ErrPanic)
+	}
+	var name string
+	ok(t, db.Raw("SELECT name FROM panic_keys WHERE id = ?", row.ID).Scan(&name).Error)
+	equals(t, name, "ok") // rolled back
+	sqlDB, err := db.DB()
+	ok(t, err)
+	equals(t, sqlDB.Stats().InUse, 0)
+	done := make(chan error, 1)
+	go func() { done <- db.Model(&PanicKey{}).Where("id = ?", row.ID).Update("name", "fine").Error }()
+	select {
+	case err := <-done:
+		ok(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write to the row hangs: its lock leaked")
+	}
+}
