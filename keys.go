@@ -6,13 +6,9 @@ import (
 	"unicode/utf8"
 )
 
-// Key layout. With the default prefix "CM:":
-//
-//	CM:<hash>                 Redis hash holding the entries of one key; an
-//	                          entry "<hash>>field" lives in field "field",
-//	                          a key without '>' in field "base"
-//	CM:<name>:invalid         sorted set: the invalidation group <name>
-//	CM:<tag>:tag              sorted set: every entry stored under <tag>
+// User keys, group names and tags to Redis keys, as the package
+// documentation's "Redis layout" describes them (the one description of
+// what the plugin stores).
 //
 // The field "base" is reserved for keys without '>': a memoized key
 // "book:1>base" (Wrap, WrapNode, NodeManager.Get) is rejected with
@@ -22,10 +18,6 @@ import (
 // that form too. Keys, group names and tags must be valid UTF-8 without NUL
 // bytes.
 //
-// Group and tag members are full entry keys ("CM:book:1>base"), scored by
-// the time they expire, so expired members are pruned as the set is used.
-// Each Redis script touches exactly one of these keys, so every operation is
-// safe on Redis Cluster.
 const (
 	defaultField  = "base"
 	groupSuffix   = ":invalid"

@@ -3,17 +3,11 @@ package cacheme
 import "github.com/redis/go-redis/v9"
 
 // The Redis scripts. Each one touches exactly one key (KEYS[1]), so every
-// script is valid on Redis Cluster whatever the key names are.
-//
-// An entry is the field f of a hash, stored as five hash fields:
-//
-//	v:f  the encoded value           x:f  when the value expires (ms)
-//	d:f  "1" once the value is invalidated (kept for stale serving)
-//	l:f  the token of the computation allowed to store f
-//	t:f  when that lease runs out (ms)
-//
-// and the hash has one more field, "#s", its size after the last sweep (see
-// storeScript). Times are the Redis server's (TIME), in milliseconds.
+// script is valid on Redis Cluster whatever the key names are. They rely on
+// the layout the package documentation's "Redis layout" describes: an
+// entry f of a hash is the fields v:f, x:f, d:f, l:f and t:f, the hash has
+// "#s", and group and tag sets are sorted sets of entry names scored by
+// expiry with the marker "". Times are the Redis server's (TIME).
 //
 // Anything may have been written to these fields. A time or size that is
 // not a finite number (see luaNum) is corrupt: the scripts treat it as
