@@ -17,7 +17,6 @@ import (
 // invalidates every field of the hash; hooks and errors show entries in
 // that form too. Keys, group names and tags must be valid UTF-8 without NUL
 // bytes.
-//
 const (
 	defaultField  = "base"
 	groupSuffix   = ":invalid"
