@@ -698,7 +698,7 @@ func TestJoinModelKeys(t *testing.T) {
 	for _, setupFirst := range []bool{true, false} {
 		t.Run(fmt.Sprintf("SetupJoinTable before Use=%v", setupFirst), func(t *testing.T) {
 			rec := &errRecorder{}
-			p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+			p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 			db := joinModelDB(t, p, setupFirst)
 			count := func(col string, id uint) func(context.Context) (string, error) {
 				return func(ctx context.Context) (string, error) {
@@ -748,7 +748,7 @@ func TestJoinModelKeys(t *testing.T) {
 					}
 				}
 			}
-			if errs := rec.all(); len(errs) > 0 {
+			if errs := rec.All(); len(errs) > 0 {
 				t.Fatalf("errors reported: %v", errs)
 			}
 		})
@@ -777,7 +777,7 @@ func (JFriendship) M2MCacheKeys() map[string]m2m.KeyFunc {
 
 func TestJoinModelSelfReferencing(t *testing.T) {
 	rec := &errRecorder{}
-	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 	db := testDB(t, gorm.Config{})
 	ok(t, db.Use(p))
 	ok(t, db.SetupJoinTable(&JPerson{}, "Friends", &JFriendship{}))
@@ -796,7 +796,7 @@ func TestJoinModelSelfReferencing(t *testing.T) {
 	friendsOfAnn.mustMiss(t, "v")
 	friendOfBob.mustMiss(t, "v")
 	wrongSide.mustHit(t, "v")
-	if errs := rec.all(); len(errs) > 0 {
+	if errs := rec.All(); len(errs) > 0 {
 		t.Fatalf("errors reported: %v", errs)
 	}
 }
@@ -831,7 +831,7 @@ func (BadMembership) M2MCacheKeys() map[string]m2m.KeyFunc {
 
 func TestJoinModelInvalid(t *testing.T) {
 	rec := &errRecorder{}
-	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 	db := testDB(t, gorm.Config{})
 	ok(t, db.Use(p))
 	ok(t, db.AutoMigrate(&BadMembership{}))
@@ -839,7 +839,7 @@ func TestJoinModelInvalid(t *testing.T) {
 	table.warm(t)
 	ok(t, db.Create(&BadMembership{JMemberID: 1, JClubID: 1}).Error)
 	table.mustMiss(t, "v")
-	if !rec.has(cacheme.ErrInvalidSpec) || !rec.has(m2m.ErrInvalid) {
-		t.Fatalf("errors reported: %v; want one wrapping ErrInvalidSpec and m2m.ErrInvalid", rec.all())
+	if !rec.Has(cacheme.ErrInvalidSpec) || !rec.Has(m2m.ErrInvalid) {
+		t.Fatalf("errors reported: %v; want one wrapping ErrInvalidSpec and m2m.ErrInvalid", rec.All())
 	}
 }

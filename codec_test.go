@@ -95,8 +95,8 @@ func TestCodecMismatch(t *testing.T) {
 	rdb, _ := testRedis(t)
 	prefix := uniquePrefix()
 	recJ, recM := &errRecorder{}, &errRecorder{}
-	pj := newPluginOn(t, rdb, cacheme.Settings{Prefix: prefix, Codec: cacheme.JSONCodec{}, ErrorHook: recJ.hook})
-	pm := newPluginOn(t, rdb, cacheme.Settings{Prefix: prefix, Codec: cacheme.MsgpackCodec{}, ErrorHook: recM.hook})
+	pj := newPluginOn(t, rdb, cacheme.Settings{Prefix: prefix, Codec: cacheme.JSONCodec{}, ErrorHook: recJ.Hook})
+	pm := newPluginOn(t, rdb, cacheme.Settings{Prefix: prefix, Codec: cacheme.MsgpackCodec{}, ErrorHook: recM.Hook})
 	spec := cacheme.Spec[int, int]{Key: func(int) string { return "shared" }}
 	fj := mustWrap(t, pj, spec, identity)
 	fm := mustWrap(t, pm, spec, identity)
@@ -109,8 +109,8 @@ func TestCodecMismatch(t *testing.T) {
 	equals(t, call(t, fj, 6), 5)
 	equals(t, pm.Stats().Total.Corrupt, 1)
 	equals(t, pj.Stats().Total.Corrupt, 1)
-	if !recM.has(cacheme.ErrCorrupt) || !recJ.has(cacheme.ErrCorrupt) {
-		t.Fatalf("reported %v and %v; want ErrCorrupt from both", recM.all(), recJ.all())
+	if !recM.Has(cacheme.ErrCorrupt) || !recJ.Has(cacheme.ErrCorrupt) {
+		t.Fatalf("reported %v and %v; want ErrCorrupt from both", recM.All(), recJ.All())
 	}
 
 	// Same codec, another result type.
@@ -128,7 +128,7 @@ func TestCodecHostileLength(t *testing.T) {
 	ctx := context.Background()
 	crash := []byte{1, 1, 0xdd, 0xa3, 0xe9, 0xab, 0x80, 1, 2, 3, 4, 5, 6, 7}
 	rec := &errRecorder{}
-	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 	var runs atomic.Int64
 	f := mustWrap(t, p, cacheme.Spec[int, []int]{Key: func(int) string { return "ints" }},
 		func(context.Context, int) ([]int, error) { runs.Add(1); return []int{1, 2}, nil })
@@ -138,8 +138,8 @@ func TestCodecHostileLength(t *testing.T) {
 	deepEquals(t, call(t, f, 0), []int{1, 2})
 	equals(t, runs.Load(), 2)
 	equals(t, p.Stats().Total.Corrupt, 1)
-	if !rec.has(cacheme.ErrCorrupt) {
-		t.Fatalf("reported %v; want ErrCorrupt", rec.all())
+	if !rec.Has(cacheme.ErrCorrupt) {
+		t.Fatalf("reported %v; want ErrCorrupt", rec.All())
 	}
 	var out []int
 	isErr(t, cacheme.MsgpackCodec{}.Unmarshal(crash[2:], &out), cacheme.ErrCorrupt)

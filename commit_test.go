@@ -433,7 +433,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 			fail := &faultHook{}
 			rdb.AddHook(fail)
 			var h errRecorder
-			p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook})
+			p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.Hook})
 			e := newEnvOn(t, p, gorm.Config{})
 			seed(t, e.db)
 			u1 := newProbe(t, p, "user1", userName(e.db, 1), "User:1")
@@ -455,7 +455,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 			var name string
 			ok(t, e.db.Raw("SELECT name FROM users WHERE id = 1").Scan(&name).Error)
 			equals(t, name, "ann2")
-			errs := h.all()
+			errs := h.All()
 			equals(t, len(errs), tt.reports)
 			for _, err := range errs {
 				if !errors.Is(err, cacheme.ErrRedis) || !errors.Is(err, errInjected) {
@@ -481,7 +481,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 			DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
 		t.Cleanup(func() { rdb.Close() })
 		var h errRecorder
-		p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook})
+		p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.Hook})
 		e := newEnvOn(t, p, gorm.Config{})
 		u := User{Name: "dan"}
 		ok(t, e.db.Create(&u).Error)
@@ -492,7 +492,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 		var got User
 		ok(t, e.db.First(&got, u.ID).Error)
 		equals(t, got.Name, "dan2")
-		errs := h.all()
+		errs := h.All()
 		if len(errs) == 0 {
 			t.Fatalf("hook errors: got none; want some")
 		}
@@ -513,7 +513,7 @@ func TestInvalidationFailureAfterCommit(t *testing.T) {
 func TestFlushTimeout(t *testing.T) {
 	rdb, _ := hangingRedis(t)
 	var h errRecorder
-	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook, FlushTimeout: 50 * time.Millisecond})
+	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.Hook, FlushTimeout: 50 * time.Millisecond})
 	e := newEnvOn(t, p, gorm.Config{})
 	start := time.Now()
 	u := User{Name: "eve"}
@@ -522,7 +522,7 @@ func TestFlushTimeout(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("the write took %v with Redis hanging; want about FlushTimeout (50ms)", took)
 	}
-	errs := h.all()
+	errs := h.All()
 	if len(errs) == 0 || !strings.Contains(errs[0].Error(), "goes on in the background") || !errors.Is(errs[0], cacheme.ErrRedis) {
 		t.Fatalf("hook errors %v; want one saying the invalidation goes on in the background", errs)
 	}

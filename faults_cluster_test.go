@@ -254,7 +254,7 @@ func faultClusterFailover(t *testing.T, forced bool, waitReplicas int, outbox, s
 	rdb := newClient()
 	rec := &errRecorder{}
 	s := cacheme.Settings{NoStale: true, Outbox: outbox, WaitReplicas: waitReplicas, WaitTimeout: 200 * time.Millisecond,
-		FlushTimeout: 500 * time.Millisecond, ReplayInterval: 300 * time.Millisecond, ErrorHook: rec.hook}
+		FlushTimeout: 500 * time.Millisecond, ReplayInterval: 300 * time.Millisecond, ErrorHook: rec.Hook}
 	p := newPluginOn(t, rdb, s)
 	ok(t, db.Use(p))
 	read := versionReader(t, p, db)

@@ -362,7 +362,7 @@ func warmName(t testing.TB, f func(context.Context, uint) (string, error), calls
 // by the outbox.
 func keptReports(rec *errRecorder) int {
 	n := 0
-	for _, err := range rec.all() {
+	for _, err := range rec.All() {
 		if s := err.Error(); strings.Contains(s, "not delivered") && strings.Contains(s, "the outbox keeps it") {
 			n++
 		}
@@ -373,7 +373,7 @@ func keptReports(rec *errRecorder) int {
 // lostReports counts the reports of invalidations not delivered.
 func lostReports(rec *errRecorder) int {
 	n := 0
-	for _, err := range rec.all() {
+	for _, err := range rec.All() {
 		if strings.Contains(err.Error(), "not delivered") {
 			n++
 		}

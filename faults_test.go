@@ -110,7 +110,7 @@ func TestFaultRedisPausedAtCommit(t *testing.T) {
 	db := openOutboxDB(t, dialect, dsn)
 	rec := &errRecorder{}
 	p := newPluginOn(t, srv.client(t, readTimeout), cacheme.Settings{Outbox: true, NoStale: true,
-		FlushTimeout: flushTimeout, ReplayInterval: time.Hour, ErrorHook: rec.hook})
+		FlushTimeout: flushTimeout, ReplayInterval: time.Hour, ErrorHook: rec.Hook})
 	ok(t, db.Use(p))
 	var calls atomic.Int64
 	read := nameReader(t, p, db, "fpause", &calls)
@@ -199,7 +199,7 @@ func faultRepliesDropped(t *testing.T, srv *redisProc, outbox, reset bool) {
 	rec := &errRecorder{}
 	var flushed atomic.Int64
 	p := newPluginOn(t, dialRedis(t, proxy.addr(), readTimeout), cacheme.Settings{Outbox: outbox, NoStale: true,
-		FlushTimeout: flushTimeout, ReplayInterval: time.Hour, ErrorHook: rec.hook,
+		FlushTimeout: flushTimeout, ReplayInterval: time.Hour, ErrorHook: rec.Hook,
 		InvalidationHook: func(context.Context, []string, int) { flushed.Add(1) }})
 	ok(t, db.Use(p))
 	var calls atomic.Int64

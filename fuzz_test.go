@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,26 +185,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// metaRecorder collects the errors a plugin reports.
-type metaRecorder struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (r *metaRecorder) hook(_ context.Context, err error) {
-	r.mu.Lock()
-	r.errs = append(r.errs, err)
-	r.mu.Unlock()
-}
-
-func (r *metaRecorder) take() []error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	errs := r.errs
-	r.errs = nil
-	return errs
-}
-
 // FuzzEntryMetadata: whatever bytes an entry's hash holds in v:, x:, d:,
 // l:, t: and "#s" (and other entries' x: and t:, for the sweep), a memoized
 // call returns the loader's value (or a value that really is stored
@@ -224,10 +203,10 @@ func FuzzEntryMetadata(f *testing.F) {
 	f.Add([]byte(crashValue), far, " 12 ", "", uint8(0x23), false)
 
 	rdb, _ := testenv.Redis(f)
-	rec := &metaRecorder{}
+	rec := &testenv.Errors{}
 	p := New(Settings{
 		Redis: rdb, Prefix: testenv.Prefix(), TTL: time.Minute,
-		HerdRetryCount: 2, HerdRetryTime: time.Millisecond, ErrorHook: rec.hook,
+		HerdRetryCount: 2, HerdRetryTime: time.Millisecond, ErrorHook: rec.Hook,
 	})
 	if err := p.Err(); err != nil {
 		f.Fatal(err)
@@ -250,7 +229,7 @@ func FuzzEntryMetadata(f *testing.F) {
 		if err := rdb.Del(ctx, hash).Err(); err != nil {
 			t.Fatal(err)
 		}
-		rec.take()
+		rec.Take()
 		before := p.Stats().Total
 		fields := []any{}
 		add := func(bit uint8, k string, val any) {
@@ -299,7 +278,7 @@ func FuzzEntryMetadata(f *testing.F) {
 		got, err = call(ctx, 0)
 		check("third call", got, err)
 
-		for _, err := range rec.take() {
+		for _, err := range rec.Take() {
 			if errors.Is(err, ErrRedis) {
 				t.Fatalf("a script failed: %v", err)
 			}

@@ -193,32 +193,7 @@ func scanKeys(tb testing.TB, rdb redis.UniversalClient, prefix string) []string 
 }
 
 // errRecorder collects the errors passed to Settings.ErrorHook.
-type errRecorder struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (r *errRecorder) hook(_ context.Context, err error) {
-	r.mu.Lock()
-	r.errs = append(r.errs, err)
-	r.mu.Unlock()
-}
-
-func (r *errRecorder) all() []error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]error(nil), r.errs...)
-}
-
-// has reports whether some recorded error matches target.
-func (r *errRecorder) has(target error) bool {
-	for _, err := range r.all() {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
+type errRecorder = testenv.Errors
 
 // deadRedis returns a client of a Redis that is down: nothing listens on
 // port 1. It works the same with miniredis and a real server.

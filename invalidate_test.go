@@ -61,7 +61,7 @@ func TestInvalidateLostReply(t *testing.T) {
 			fault := &faultHook{}
 			rdb.(*redis.Client).AddHook(fault)
 			rec := &errRecorder{}
-			e := newEnvOn(t, newPluginOn(t, rdb, cacheme.Settings{ErrorHook: rec.hook}), gorm.Config{})
+			e := newEnvOn(t, newPluginOn(t, rdb, cacheme.Settings{ErrorHook: rec.Hook}), gorm.Config{})
 			seed(t, e.db)
 			pr := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
 			pr.warm(t)
@@ -69,8 +69,8 @@ func TestInvalidateLostReply(t *testing.T) {
 			fault.lost.Store(1)
 			ok(t, e.db.Model(&User{ID: 1}).Update("name", "ann2").Error)
 			pr.mustMiss(t, "ann2")
-			if !rec.has(errInjected) {
-				t.Fatalf("reported %v; want the lost reply reported", rec.all())
+			if !rec.Has(errInjected) {
+				t.Fatalf("reported %v; want the lost reply reported", rec.All())
 			}
 		})
 	}

@@ -45,7 +45,7 @@ func TestKeyHostileBytes(t *testing.T) {
 	for _, bad := range []string{"a\x00b", "\x00", "a\xffb", "\xc3", "ok>\xfe", "ok>a\x00"} {
 		t.Run(bad, func(t *testing.T) {
 			rec := &errRecorder{}
-			p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+			p, _ := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 			f := mustWrap(t, p, cacheme.Spec[int, int]{Key: func(int) string { return bad }}, identity)
 			_, err := f(ctx, 1)
 			isErr(t, err, cacheme.ErrInvalidKey)
@@ -62,8 +62,8 @@ func TestKeyHostileBytes(t *testing.T) {
 				Groups: func(int, int) []string { return []string{bad} },
 			}, identity)
 			equals(t, call(t, g, 4), 4)
-			if !rec.has(cacheme.ErrInvalidKey) {
-				t.Fatalf("reported %v; want ErrInvalidKey", rec.all())
+			if !rec.Has(cacheme.ErrInvalidKey) {
+				t.Fatalf("reported %v; want ErrInvalidKey", rec.All())
 			}
 		})
 	}

@@ -347,7 +347,7 @@ func TestLoadRedisDown(t *testing.T) {
 	for _, failClosed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("FailClosed=%v", failClosed), func(t *testing.T) {
 			rec := &errRecorder{}
-			p := newPluginOn(t, deadRedis(t), cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.hook})
+			p := newPluginOn(t, deadRedis(t), cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.Hook})
 			ctx := context.Background()
 			var c counter
 			f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "down" }, Tag: "down"}, c.fn)
@@ -367,10 +367,10 @@ func TestLoadRedisDown(t *testing.T) {
 			equals(t, st.Total.Misses, 0)
 			if failClosed {
 				equals(t, c.n.Load(), 0)
-				equals(t, len(rec.all()), 0)
+				equals(t, len(rec.All()), 0)
 			} else {
-				equals(t, len(rec.all()), 2)
-				for _, err := range rec.all() {
+				equals(t, len(rec.All()), 2)
+				for _, err := range rec.All() {
 					isErr(t, err, cacheme.ErrRedis)
 				}
 			}
@@ -408,7 +408,7 @@ func TestLoadRedisFails(t *testing.T) {
 		for _, o := range outages {
 			t.Run(fmt.Sprintf("%s/FailClosed=%v", o.name, failClosed), func(t *testing.T) {
 				rec := &errRecorder{}
-				p := newPluginOn(t, rdb, cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.hook})
+				p := newPluginOn(t, rdb, cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.Hook})
 				var c counter
 				f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "fails" }}, c.fn)
 				equals(t, call(t, f, 0), 1)
@@ -418,12 +418,12 @@ func TestLoadRedisFails(t *testing.T) {
 				if failClosed {
 					isErr(t, err, cacheme.ErrRedis)
 					equals(t, c.n.Load(), 1)
-					equals(t, len(rec.all()), 0)
+					equals(t, len(rec.All()), 0)
 				} else {
 					ok(t, err)
 					equals(t, v, 2)
-					if !rec.has(cacheme.ErrRedis) {
-						t.Fatalf("reported %v; want ErrRedis", rec.all())
+					if !rec.Has(cacheme.ErrRedis) {
+						t.Fatalf("reported %v; want ErrRedis", rec.All())
 					}
 				}
 				equals(t, p.Stats().Total.RedisErrors, 1)
@@ -442,7 +442,7 @@ func TestLoadRedisFailsDuringCompute(t *testing.T) {
 			hook := &faultHook{}
 			rdb.AddHook(hook)
 			rec := &errRecorder{}
-			p := newPluginOn(t, rdb, cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.hook})
+			p := newPluginOn(t, rdb, cacheme.Settings{FailClosed: failClosed, ErrorHook: rec.Hook})
 			var runs atomic.Int64
 			f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "mid" }},
 				func(context.Context, int) (int64, error) {
@@ -453,8 +453,8 @@ func TestLoadRedisFailsDuringCompute(t *testing.T) {
 				})
 			equals(t, call(t, f, 0), 1)
 			hook.on.Store(false)
-			if !rec.has(cacheme.ErrRedis) {
-				t.Fatalf("reported %v; want ErrRedis", rec.all())
+			if !rec.Has(cacheme.ErrRedis) {
+				t.Fatalf("reported %v; want ErrRedis", rec.All())
 			}
 			st := p.Stats().Total
 			equals(t, st.RedisErrors, 1)
@@ -493,15 +493,15 @@ func TestLoadCorruptValue(t *testing.T) {
 		for _, mode := range []cacheme.StaleMode{cacheme.StaleOn, cacheme.StaleOff} {
 			t.Run(fmt.Sprintf("%s/stale=%v", tt.name, mode == cacheme.StaleOn), func(t *testing.T) {
 				rec := &errRecorder{}
-				p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+				p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 				var c counter
 				f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "corrupt" }, Stale: mode}, c.fn)
 				equals(t, call(t, f, 0), 1)
 				ok(t, rdb.HSet(context.Background(), p.Settings().Prefix+"corrupt", "v:base", tt.blob).Err())
 				equals(t, call(t, f, 0), 2)
 				equals(t, call(t, f, 0), 2)
-				if !rec.has(cacheme.ErrCorrupt) {
-					t.Fatalf("reported %v; want ErrCorrupt", rec.all())
+				if !rec.Has(cacheme.ErrCorrupt) {
+					t.Fatalf("reported %v; want ErrCorrupt", rec.All())
 				}
 				st := p.Stats().Total
 				equals(t, st.Corrupt, 1)
@@ -605,7 +605,7 @@ func TestLoadBoundedGrowth(t *testing.T) {
 	})
 	t.Run("every key has a TTL", func(t *testing.T) {
 		rec := &errRecorder{}
-		p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook, HerdRetryCount: 1, HerdRetryTime: time.Millisecond})
+		p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook, HerdRetryCount: 1, HerdRetryTime: time.Millisecond})
 		prefix := p.Settings().Prefix
 		var failing atomic.Bool
 		f := mustWrap(t, p, cacheme.Spec[int, int]{
@@ -648,7 +648,7 @@ func TestLoadBoundedGrowth(t *testing.T) {
 				t.Errorf("PTTL %s = %v; want a TTL", k, d)
 			}
 		}
-		equals(t, len(rec.all()), 0)
+		equals(t, len(rec.All()), 0)
 	})
 }
 

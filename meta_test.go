@@ -31,7 +31,7 @@ func TestCorruptMetadata(t *testing.T) {
 			for _, mode := range []cacheme.StaleMode{cacheme.StaleOn, cacheme.StaleOff} {
 				t.Run(c.name+"/"+strconv.Quote(g)+"/stale="+strconv.FormatBool(mode == cacheme.StaleOn), func(t *testing.T) {
 					rec := &errRecorder{}
-					p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+					p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 					var n counter
 					f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "meta" }, Stale: mode}, n.fn)
 					equals(t, call(t, f, 0), 1)
@@ -43,11 +43,11 @@ func TestCorruptMetadata(t *testing.T) {
 					equals(t, st.Corrupt, 1)
 					equals(t, st.RedisErrors, 0)
 					equals(t, st.Hits, 1)
-					if !rec.has(cacheme.ErrCorrupt) {
-						t.Fatalf("reported %v; want ErrCorrupt", rec.all())
+					if !rec.Has(cacheme.ErrCorrupt) {
+						t.Fatalf("reported %v; want ErrCorrupt", rec.All())
 					}
-					if rec.has(cacheme.ErrRedis) {
-						t.Fatalf("reported %v; want no Redis error", rec.all())
+					if rec.Has(cacheme.ErrRedis) {
+						t.Fatalf("reported %v; want no Redis error", rec.All())
 					}
 					if s, err := rdb.HGet(ctx, hash, c.field).Result(); err == nil {
 						if _, err := strconv.ParseFloat(s, 64); err != nil || strings.Contains(s, "n") {

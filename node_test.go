@@ -137,12 +137,12 @@ func TestNodeNoKey(t *testing.T) {
 	// An invalid node without a key among a node's groups: the caller gets
 	// the result, the error is reported and nothing is cached.
 	rec := &errRecorder{}
-	p, _ = newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	p, _ = newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 	f, _ = wrapNode(t, p, func(int) NodeWithBadGroup { return NodeWithBadGroup{} })
 	equals(t, call(t, f, 1), 1)
 	equals(t, call(t, f, 1), 2)
-	if !rec.has(nodes.ErrNoKey) {
-		t.Fatalf("reported %v; want ErrNoKey", rec.all())
+	if !rec.Has(nodes.ErrNoKey) {
+		t.Fatalf("reported %v; want ErrNoKey", rec.All())
 	}
 	equals(t, p.Stats().Total.RedisErrors, 0)
 }
@@ -428,11 +428,11 @@ func TestNodeTTL(t *testing.T) {
 // None into the group "None").
 func TestNodeNilInvalidNodes(t *testing.T) {
 	rec := &errRecorder{}
-	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook})
+	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
 	f, _ := wrapNode(t, p, func(int) NodeWithNilGroups { return NodeWithNilGroups{} })
 	equals(t, call(t, f, 1), 1)
 	equals(t, call(t, f, 1), 1)
-	equals(t, len(rec.all()), 0)
+	equals(t, len(rec.All()), 0)
 	prefix := p.Settings().Prefix
 	deepEquals(t, scanKeys(t, rdb, prefix), []string{prefix + "NodeWithNilGroups:tag", prefix + "nil-groups", prefix + "user:9:invalid"})
 	n, err := p.InvalidateInvalidNodes(context.Background(), InvalidTestUserNode{User: 9})

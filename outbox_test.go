@@ -98,7 +98,7 @@ func TestOutboxReplayAfterOutage(t *testing.T) {
 	fault := &faultHook{}
 	rdb.(*redis.Client).AddHook(fault)
 	rec := &errRecorder{}
-	p := newPluginOn(t, rdb, cacheme.Settings{Outbox: true, ErrorHook: rec.hook, FlushTimeout: 10 * time.Millisecond, ReplayInterval: time.Hour})
+	p := newPluginOn(t, rdb, cacheme.Settings{Outbox: true, ErrorHook: rec.Hook, FlushTimeout: 10 * time.Millisecond, ReplayInterval: time.Hour})
 	ok(t, db.Use(p))
 	u := User{Name: "ann"}
 	ok(t, db.Create(&u).Error)
@@ -110,8 +110,8 @@ func TestOutboxReplayAfterOutage(t *testing.T) {
 	ok(t, p.Close(context.Background()))             // drains the retries
 	fault.on.Store(false)
 	equals(t, outboxRows(t, db), 1)
-	if !rec.has(cacheme.ErrRedis) || !strings.Contains(fmt.Sprint(rec.all()), "the outbox keeps it") {
-		t.Fatalf("reported %v; want the failure, kept by the outbox", rec.all())
+	if !rec.Has(cacheme.ErrRedis) || !strings.Contains(fmt.Sprint(rec.All()), "the outbox keeps it") {
+		t.Fatalf("reported %v; want the failure, kept by the outbox", rec.All())
 	}
 
 	// Another plugin on the same Redis and database: a process started

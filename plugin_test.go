@@ -33,7 +33,7 @@ func TestOf(t *testing.T) {
 func TestClose(t *testing.T) {
 	rdb, release := hangingRedis(t)
 	var h errRecorder
-	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.hook, FlushTimeout: 20 * time.Millisecond})
+	p := newPluginOn(t, rdb, cacheme.Settings{ErrorHook: h.Hook, FlushTimeout: 20 * time.Millisecond})
 	e := newEnvOn(t, p, gorm.Config{})
 	u := User{Name: "eve"}
 	ok(t, e.db.Create(&u).Error) // its invalidation hangs, in the background

@@ -12,7 +12,7 @@ import (
 // Each step moves exactly the counters it should, overall and for its tag.
 func TestStats(t *testing.T) {
 	rec := &errRecorder{}
-	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.hook, HerdRetryCount: 2, HerdRetryTime: time.Millisecond})
+	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook, HerdRetryCount: 2, HerdRetryTime: time.Millisecond})
 	ctx := context.Background()
 	prefix := p.Settings().Prefix
 	var paused atomic.Pointer[gate] // set: calls of argument 99 wait on it
@@ -145,9 +145,9 @@ func TestStats(t *testing.T) {
 		want.total.Misses++
 	}
 	check("unencodable")
-	equals(t, len(rec.all()), 3) // corrupt value, unencodable twice
-	if !rec.has(cacheme.ErrCorrupt) {
-		t.Fatalf("reported %v; want ErrCorrupt", rec.all())
+	equals(t, len(rec.All()), 3) // corrupt value, unencodable twice
+	if !rec.Has(cacheme.ErrCorrupt) {
+		t.Fatalf("reported %v; want ErrCorrupt", rec.All())
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/alicebob/miniredis/v2"
@@ -142,4 +144,44 @@ func random() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// Errors collects the errors passed to a hook such as
+// cacheme.Settings.ErrorHook (Hook). It is safe for concurrent use.
+type Errors struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+// Hook records err.
+func (r *Errors) Hook(_ context.Context, err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+}
+
+// All returns the errors recorded so far.
+func (r *Errors) All() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.errs...)
+}
+
+// Take returns the errors recorded so far and forgets them.
+func (r *Errors) Take() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := r.errs
+	r.errs = nil
+	return errs
+}
+
+// Has reports whether some recorded error matches target (errors.Is).
+func (r *Errors) Has(target error) bool {
+	for _, err := range r.All() {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
