@@ -1,6 +1,7 @@
 package cacheme
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 
@@ -26,19 +27,14 @@ type writeState struct {
 }
 
 // readAffected reads the rows matching conds and returns their state: their
-// groups and, if partners, the many-to-many keys of their join rows too. It
-// returns nil after adding an error to the statement.
+// groups and, if partners, the many-to-many keys of their join rows too. The
+// read mirrors the clauses that choose the rows (WHERE, the write's FROM
+// tables, the table's alias). It never fails the statement for its own
+// read: see readRows. It returns nil after adding an error to the
+// statement (a failed read of join rows).
 func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners bool) *writeState {
 	sch, ctx := db.Statement.Schema, db.Statement.Context
-	rows := reflect.New(reflect.SliceOf(sch.ModelType))
-	q := sameTable(subQuery(db), db)
-	if len(conds) > 0 {
-		q = q.Where(clause.And(conds...))
-	}
-	if err := q.Find(rows.Interface()).Error; err != nil {
-		db.AddError(fmt.Errorf("cacheme: reading the rows the statement changes: %w", err))
-		return nil
-	}
+	rows := p.readRows(db, conds)
 	st := &writeState{rows: rows.Elem()}
 	if p.isJoinTable(ctx, sch) {
 		st.groups = p.joinGroups(ctx, sch, rows)
@@ -55,6 +51,76 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 		st.groups = append(st.groups, g...)
 	}
 	return st
+}
+
+// readRows reads the rows the statement is about to change (a pointer to
+// a slice of the model).
+//
+// Invariant: the plugin never turns a write GORM would run into a failure,
+// and never lets one through without its invalidation. If the read of the
+// chosen rows fails (a clause it cannot mirror), it falls back to reading
+// every row of the table: their groups, as they are before the write and
+// (re-read by primary key) after it, are a superset of what any row of the
+// table can affect, and TableGroup is always invalidated. The fallback is
+// reported (ErrBroadInvalidation) and counted (Stats Fallbacks). If even
+// that read fails, only TableGroup is invalidated, and the report says so.
+// On PostgreSQL, where a failed statement aborts its transaction, the read
+// runs inside a savepoint that a failure rolls back to.
+func (p *Plugin) readRows(db *gorm.DB, conds []clause.Expression) reflect.Value {
+	sch, ctx := db.Statement.Schema, db.Statement.Context
+	read := func(conds []clause.Expression, mirror bool) (reflect.Value, error) {
+		rows := reflect.New(reflect.SliceOf(sch.ModelType))
+		q := sameTable(subQuery(db), db)
+		if mirror {
+			if c, ok := db.Statement.Clauses["FROM"]; ok {
+				if from, ok := c.Expression.(clause.From); ok && (len(from.Tables) > 0 || len(from.Joins) > 0) {
+					// UPDATE t ... FROM a, b: read t's rows of t, a, b.
+					tables := append([]clause.Table{{Name: clause.CurrentTable}}, from.Tables...)
+					q = q.Clauses(clause.From{Tables: tables, Joins: from.Joins}).Select(q.Statement.Quote(db.Statement.Table) + ".*")
+				}
+			}
+		}
+		if len(conds) > 0 {
+			q = q.Where(clause.And(conds...))
+		}
+		err := p.guarded(db, func() error { return q.Find(rows.Interface()).Error })
+		return rows, err
+	}
+	rows, err := read(conds, true)
+	if err == nil {
+		return rows
+	}
+	p.reg.add(nil, fallbacks, 1)
+	all, err2 := read(nil, false)
+	if err2 == nil {
+		p.report(ctx, fmt.Errorf("%w: reading the rows the statement changes on %s failed, so every row of the table is invalidated: %w", ErrBroadInvalidation, writtenTable(db), err))
+		return all
+	}
+	p.report(ctx, fmt.Errorf("%w: reading the rows the statement changes on %s failed (%w), and so did reading the whole table, so only %s is invalidated: %w",
+		ErrBroadInvalidation, writtenTable(db), err, TableGroup(writtenTable(db)), err2))
+	return reflect.New(reflect.SliceOf(sch.ModelType))
+}
+
+// guarded runs a read of the plugin's in the statement's transaction so
+// that its failure cannot abort the transaction: on PostgreSQL inside a
+// savepoint, rolled back to if the read fails.
+func (p *Plugin) guarded(db *gorm.DB, read func() error) error {
+	_, inTx := db.Statement.ConnPool.(gorm.TxCommitter)
+	if !inTx || db.Dialector.Name() != "postgres" {
+		return read()
+	}
+	const sp = "cacheme_read"
+	q := subQuery(db)
+	if err := q.Exec("SAVEPOINT " + sp).Error; err != nil {
+		return err
+	}
+	if err := read(); err != nil {
+		if rerr := q.Exec("ROLLBACK TO SAVEPOINT " + sp).Error; rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	return q.Exec("RELEASE SAVEPOINT " + sp).Error
 }
 
 // rereadGroups reads the rows with the given primary keys as the statement

@@ -877,3 +877,35 @@ func TestPanicInCacheKey(t *testing.T) {
 		t.Fatal("a write to the row hangs: its lock leaked")
 	}
 }
+
+// Wallet is a user's balance, for UPDATE … FROM.
+type Wallet struct {
+	ID      uint
+	UserID  uint
+	Balance int
+}
+
+// UPDATE … FROM (GORM's own suite's case): the plugin's read of the rows
+// mirrors the FROM tables, so the write runs as it does without the
+// plugin, and invalidates the rows it changed.
+func TestUpdateFrom(t *testing.T) {
+	rec := &errRecorder{}
+	e := newEnv(t, cacheme.Settings{ErrorHook: rec.Hook}, gorm.Config{})
+	seed(t, e.db)
+	ok(t, e.db.AutoMigrate(&Wallet{}))
+	ok(t, e.db.Create(&Wallet{UserID: 1, Balance: 10}).Error)
+	ok(t, e.db.Create(&Wallet{UserID: 2, Balance: 1}).Error)
+	u1 := newProbe(t, e.p, "user1", userName(e.db, 1), "User:1")
+	u2 := newProbe(t, e.p, "user2", userName(e.db, 2), "User:2")
+	u1.warm(t)
+	before := u2.warm(t)
+	res := e.db.Model(&User{}).Clauses(clause.From{Tables: []clause.Table{{Name: "wallets"}}}).
+		Where("wallets.user_id = users.id AND wallets.balance > ?", 5).Update("name", "rich")
+	ok(t, res.Error)
+	equals(t, res.RowsAffected, int64(1))
+	u1.mustMiss(t, "rich")
+	u2.mustHit(t, before)
+	if errs := rec.All(); len(errs) > 0 {
+		t.Fatalf("reported %v; want nothing", errs)
+	}
+}

@@ -53,4 +53,10 @@ var (
 	// write (CacheKey, m2m key functions, node fields). It fails the
 	// statement, so that GORM rolls its transaction back.
 	ErrPanic = errors.New("cacheme: panic in user code")
+
+	// ErrBroadInvalidation is reported (Settings.ErrorHook) when the plugin
+	// cannot read the rows a GORM write changes and invalidates more
+	// broadly instead: every row of the table, or only its TableGroup when
+	// even that read fails. The write itself goes on.
+	ErrBroadInvalidation = errors.New("cacheme: broad invalidation")
 )

@@ -19,6 +19,7 @@ type Counters struct {
 	Conflicts     int64 // results not stored because an invalidation overtook them
 	Invalidations int64 // entries invalidated (per tag: by InvalidateTag)
 	Replayed      int64 // outbox rows delivered by Replay (Settings.Outbox)
+	Fallbacks     int64 // GORM writes whose rows could not be read, invalidated broadly (ErrBroadInvalidation)
 }
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.
@@ -29,9 +30,9 @@ type Stats struct {
 
 // counters holds live counters; every field is updated atomically.
 type counters struct {
-	hits, misses, stale, herdWaits, herdTimeouts atomic.Int64
-	loaderErrors, redisErrors, corrupt           atomic.Int64
-	conflicts, invalidations, replayed           atomic.Int64
+	hits, misses, stale, herdWaits, herdTimeouts  atomic.Int64
+	loaderErrors, redisErrors, corrupt            atomic.Int64
+	conflicts, invalidations, replayed, fallbacks atomic.Int64
 }
 
 func (c *counters) snapshot() Counters {
@@ -40,7 +41,7 @@ func (c *counters) snapshot() Counters {
 		HerdWaits: c.herdWaits.Load(), HerdTimeouts: c.herdTimeouts.Load(),
 		LoaderErrors: c.loaderErrors.Load(), RedisErrors: c.redisErrors.Load(),
 		Corrupt: c.corrupt.Load(), Conflicts: c.conflicts.Load(),
-		Invalidations: c.invalidations.Load(), Replayed: c.replayed.Load(),
+		Invalidations: c.invalidations.Load(), Replayed: c.replayed.Load(), Fallbacks: c.fallbacks.Load(),
 	}
 }
 
@@ -131,3 +132,4 @@ func corrupt(c *counters) *atomic.Int64       { return &c.corrupt }
 func conflicts(c *counters) *atomic.Int64     { return &c.conflicts }
 func invalidations(c *counters) *atomic.Int64 { return &c.invalidations }
 func replayed(c *counters) *atomic.Int64      { return &c.replayed }
+func fallbacks(c *counters) *atomic.Int64     { return &c.fallbacks }
