@@ -46,7 +46,12 @@ func (e *PanicError) Unwrap() error {
 func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 	var zero R
 	token := p.token()
+	done, err := p.allow()
+	if err != nil {
+		return bypass(ctx, p, l, err)
+	}
 	res, err := p.read(ctx, l.e, l.stale, token, true)
+	done(err)
 	if err != nil {
 		return bypass(ctx, p, l, err)
 	}
@@ -123,12 +128,19 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, err
 		var zero R
 		return zero, ctx.Err()
 	}
-	p.reg.add(l.tagC, redisErrors, 1)
+	open := errors.Is(err, ErrBreakerOpen)
+	if open {
+		p.reg.add(l.tagC, breakerSkips, 1) // counted, not reported: the breaker's failures were
+	} else {
+		p.reg.add(l.tagC, redisErrors, 1)
+	}
 	if p.set.FailClosed {
 		var zero R
 		return zero, err
 	}
-	p.report(ctx, err)
+	if !open {
+		p.report(ctx, err)
+	}
 	return l.fn(ctx)
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 	"gorm.io/gorm"
 )
 
@@ -30,6 +31,9 @@ type Plugin struct {
 	tokenID string                // random, makes lease tokens unique across processes
 	tokenN  atomic.Uint64         // lease token counter
 
+	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
+	ctxTimeouts bool                                       // rdb honours context deadlines
+
 	flushing chan struct{}  // one token per flush running (maxBackground)
 	flushMu  sync.Mutex     // orders flushes.Add before Close's flushes.Wait
 	flushes  sync.WaitGroup // every flush started before Close
@@ -49,7 +53,11 @@ func New(s Settings) *Plugin {
 	s, err := s.withDefaults()
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
+	p := &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
+	if err == nil {
+		p.breaker, p.ctxTimeouts = newBreaker(s), contextTimeouts(s.Redis)
+	}
+	return p
 }
 
 // Err returns the configuration error New found (wrapping ErrNoRedis or

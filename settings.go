@@ -19,6 +19,9 @@ const (
 	DefaultFlushTimeout   = time.Second
 	DefaultReplayInterval = 10 * time.Second
 	DefaultWaitTimeout    = 100 * time.Millisecond
+	DefaultOpTimeout      = 500 * time.Millisecond
+	DefaultBreakerFails   = 5
+	DefaultBreakerCool    = time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -106,6 +109,26 @@ type Settings struct {
 	// WaitTimeout bounds each WAIT. If zero, defaults to 100ms.
 	WaitTimeout time.Duration
 
+	// OpTimeout bounds each Redis call of a memoized call (read, lease,
+	// store), together with the caller's context deadline; a call that
+	// runs out counts as a Redis failure (fail-open: the function runs
+	// without the cache). Give the client ContextTimeoutEnabled to have it
+	// enforce the bound itself; otherwise the plugin stops waiting and
+	// leaves the call to the client's ReadTimeout. Negative: no bound but
+	// the caller's deadline. If zero, defaults to 500ms.
+	OpTimeout time.Duration
+
+	// BreakerFailures is how many memoized calls in a row must fail on
+	// Redis for the circuit breaker to open: memoized calls then skip
+	// Redis (ErrBreakerOpen) for BreakerCooldown, after which one call
+	// probes it. Invalidations never skip Redis. Negative: no breaker. If
+	// zero, defaults to 5.
+	BreakerFailures int
+
+	// BreakerCooldown is how long the open breaker skips Redis. If zero,
+	// defaults to 1s.
+	BreakerCooldown time.Duration
+
 	// Codec encodes cached values. If nil, defaults to MsgpackCodec.
 	Codec Codec
 
@@ -155,6 +178,15 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = DefaultWaitTimeout
 	}
+	if s.OpTimeout == 0 {
+		s.OpTimeout = DefaultOpTimeout
+	}
+	if s.BreakerFailures == 0 {
+		s.BreakerFailures = DefaultBreakerFails
+	}
+	if s.BreakerCooldown == 0 {
+		s.BreakerCooldown = DefaultBreakerCool
+	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
 	}
@@ -171,6 +203,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
 	case s.FlushTimeout < 0:
 		return s, fmt.Errorf("%w: FlushTimeout %v is negative", ErrInvalidSettings, s.FlushTimeout)
+	case s.BreakerCooldown < 0:
+		return s, fmt.Errorf("%w: BreakerCooldown %v is negative", ErrInvalidSettings, s.BreakerCooldown)
 	case s.WaitReplicas < 0:
 		return s, fmt.Errorf("%w: WaitReplicas %d is negative", ErrInvalidSettings, s.WaitReplicas)
 	case s.WaitTimeout < 0:

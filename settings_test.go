@@ -28,6 +28,7 @@ func TestNewInvalidSettings(t *testing.T) {
 		{"negative FlushTimeout", cacheme.Settings{FlushTimeout: -time.Second}},
 		{"negative ReplayInterval", cacheme.Settings{ReplayInterval: -time.Second}},
 		{"negative WaitReplicas", cacheme.Settings{WaitReplicas: -1}},
+		{"negative BreakerCooldown", cacheme.Settings{BreakerCooldown: -time.Second}},
 		{"negative WaitTimeout", cacheme.Settings{WaitTimeout: -time.Second}},
 	}
 	for _, tt := range tests {
@@ -51,16 +52,19 @@ func TestNewSettings(t *testing.T) {
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
 			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
 			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
-			WaitTimeout: 100 * time.Millisecond, Codec: cacheme.MsgpackCodec{},
+			WaitTimeout: 100 * time.Millisecond, OpTimeout: 500 * time.Millisecond, BreakerFailures: 5, BreakerCooldown: time.Second,
+			Codec: cacheme.MsgpackCodec{},
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
+			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
+			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
 		}},
 	}
 	for _, tt := range tests {

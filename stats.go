@@ -20,6 +20,7 @@ type Counters struct {
 	Invalidations int64 // entries invalidated (per tag: by InvalidateTag)
 	Replayed      int64 // outbox rows delivered by Replay (Settings.Outbox)
 	Fallbacks     int64 // GORM writes whose rows could not be read, invalidated broadly (ErrBroadInvalidation)
+	BreakerSkips  int64 // memoized calls that skipped Redis because the circuit breaker was open
 }
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.
@@ -33,6 +34,7 @@ type counters struct {
 	hits, misses, stale, herdWaits, herdTimeouts  atomic.Int64
 	loaderErrors, redisErrors, corrupt            atomic.Int64
 	conflicts, invalidations, replayed, fallbacks atomic.Int64
+	breakerSkips                                  atomic.Int64
 }
 
 func (c *counters) snapshot() Counters {
@@ -42,6 +44,7 @@ func (c *counters) snapshot() Counters {
 		LoaderErrors: c.loaderErrors.Load(), RedisErrors: c.redisErrors.Load(),
 		Corrupt: c.corrupt.Load(), Conflicts: c.conflicts.Load(),
 		Invalidations: c.invalidations.Load(), Replayed: c.replayed.Load(), Fallbacks: c.fallbacks.Load(),
+		BreakerSkips: c.breakerSkips.Load(),
 	}
 }
 
@@ -133,3 +136,4 @@ func conflicts(c *counters) *atomic.Int64     { return &c.conflicts }
 func invalidations(c *counters) *atomic.Int64 { return &c.invalidations }
 func replayed(c *counters) *atomic.Int64      { return &c.replayed }
 func fallbacks(c *counters) *atomic.Int64     { return &c.fallbacks }
+func breakerSkips(c *counters) *atomic.Int64  { return &c.breakerSkips }

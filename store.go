@@ -45,8 +45,13 @@ func redisErr(op string, key string, err error) error {
 
 // read runs readScript: one round trip. acquire false only peeks.
 func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, acquire bool) (readResult, error) {
-	res, err := readScript.Run(ctx, p.rdb, []string{e.hash},
-		e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire)).Slice()
+	var res []any
+	err := p.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = readScript.Run(ctx, p.rdb, []string{e.hash},
+			e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire)).Slice()
+		return err
+	})
 	if err != nil {
 		return readResult{}, redisErr("read", e.String(), err)
 	}
@@ -70,7 +75,12 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 // metadata of the hash that the script repaired is counted (overall: the
 // hash is not one tag's) and reported.
 func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration) (bool, error) {
-	n, err := storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl)).Int()
+	var n int
+	err := p.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl)).Int()
+		return err
+	})
 	if err != nil {
 		return false, redisErr("store", e.String(), err)
 	}
@@ -83,7 +93,9 @@ func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte,
 
 // release gives up a lease.
 func (p *Plugin) release(ctx context.Context, e entry, token string) error {
-	if err := releaseScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token).Err(); err != nil {
+	if err := p.bounded(ctx, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token).Err()
+	}); err != nil {
 		return redisErr("release", e.String(), err)
 	}
 	return nil
@@ -272,7 +284,12 @@ func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.D
 	for i, idx := range indexes {
 		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), ms(p.set.LeaseTTL), at}}
 	}
-	cmds, err := p.runPipeline(ctx, calls)
+	var cmds []*redis.Cmd
+	err := p.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		cmds, err = p.runPipeline(ctx, calls)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}
