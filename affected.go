@@ -43,10 +43,16 @@ func (p *Plugin) readAffected(db *gorm.DB, conds []clause.Expression, partners b
 	st.groups = p.rowGroups(ctx, sch, writtenTable(db), rows)
 	st.pks = primaryKeys(db, sch, rows)
 	if partners {
-		g, err := p.partnerGroups(db, sch, st.pks)
+		var g []string
+		err := p.guarded(db, func() error {
+			var err error
+			g, err = p.partnerGroups(db, sch, st.pks)
+			return err
+		})
 		if err != nil {
-			db.AddError(fmt.Errorf("cacheme: reading many-to-many rows: %w", err))
-			return nil
+			p.reg.add(nil, fallbacks, 1)
+			p.report(ctx, fmt.Errorf("%w: reading the join rows of the rows deleted from %s failed, so their partners' keys are not invalidated: %w",
+				ErrBroadInvalidation, writtenTable(db), err))
 		}
 		st.groups = append(st.groups, g...)
 	}
@@ -131,9 +137,14 @@ func (p *Plugin) rereadGroups(db *gorm.DB, sch *schema.Schema, pks []any) ([]str
 	for _, chunk := range chunks(pkRows(pks), maxParams/max(1, len(sch.PrimaryFieldDBNames))) {
 		rows := reflect.New(reflect.SliceOf(sch.ModelType))
 		column, vals := schema.ToQueryValues(db.Statement.Table, sch.PrimaryFieldDBNames, chunk)
-		if err := sameTable(subQuery(db), db).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error; err != nil {
-			db.AddError(fmt.Errorf("cacheme: reading the written rows: %w", err))
-			return nil, false
+		if err := p.guarded(db, func() error {
+			return sameTable(subQuery(db), db).Where(clause.IN{Column: column, Values: vals}).Find(rows.Interface()).Error
+		}); err != nil {
+			// Never fail the committed-to-be write for the plugin's read.
+			p.reg.add(nil, fallbacks, 1)
+			p.report(db.Statement.Context, fmt.Errorf("%w: re-reading the rows written to %s failed, so their new keys are not invalidated (their old ones and %s are): %w",
+				ErrBroadInvalidation, writtenTable(db), TableGroup(writtenTable(db)), err))
+			return groups, true
 		}
 		groups = append(groups, p.rowGroups(db.Statement.Context, sch, writtenTable(db), rows)...)
 	}
