@@ -45,11 +45,15 @@
 //	CM:<name>:invalid    a sorted set: the invalidation group <name>
 //	CM:<tag>:tag         a sorted set: every entry stored under <tag>
 //
-// An entry f of a hash is five hash fields, "#s" one more per hash:
+// An entry f of a hash is up to seven hash fields, "#s" one more per hash:
 //
 //	v:f  the encoded value (format byte, codec ID, payload; see codec.go)
 //	x:f  when the value expires (server time, ms)
-//	d:f  "1" once the value is invalidated (kept for stale serving)
+//	d:f  "1" once the value is invalidated and kept for stale serving
+//	s:f  how long (ms) an invalidation keeps the value for stale serving
+//	     (Settings.StaleTTL); absent when stale serving is off for it, and
+//	     the invalidation deletes the value
+//	g:f  the groups the value joined, NUL-separated (absent for none)
 //	l:f  the token of the one computation allowed to store f (the lease)
 //	t:f  when that lease runs out (server time, ms)
 //	#s   the hash's size after its last sweep of expired fields

@@ -22,6 +22,7 @@ const (
 	groupSuffix   = ":invalid"
 	tagSuffix     = ":tag"
 	fieldSep      = ">"
+	groupSep      = "\x00" // between the group names of an entry (g:f); no name holds NUL
 	reservedError = "ends with a reserved suffix (%q)"
 )
 

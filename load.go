@@ -210,6 +210,7 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 	}
 	indexes = append(indexes, tk)
 	seen := map[string]bool{}
+	joined := names[:0:0]
 	for _, n := range names {
 		if n == "" || seen[n] {
 			continue
@@ -220,6 +221,7 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 			return err
 		}
 		indexes = append(indexes, gk)
+		joined = append(joined, n)
 	}
 	if time.Since(started) >= p.set.LeaseTTL {
 		return errOvertaken
@@ -231,7 +233,11 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 	if !ok {
 		return errOvertaken
 	}
-	stored, err := p.store(ctx, l.e, token, blob, l.ttl)
+	var keep time.Duration
+	if l.stale {
+		keep = p.set.StaleTTL
+	}
+	stored, err := p.store(ctx, l.e, token, blob, l.ttl, keep, joined)
 	if err != nil {
 		return err
 	}

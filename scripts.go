@@ -64,13 +64,13 @@ if ARGV[5] ~= '1' then return {0} end
 local lt = tonum(r[5])
 local bad = 0
 if (r[2] and not x) or (r[5] and not lt) then bad = 16 end
-if r[2] and not x then redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f) end
+if r[2] and not x then redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 's:'..f, 'g:'..f) end
 if r[4] and lt and lt > t then
   if live and ARGV[2] == '1' then return {2 + bad, r[1]} end
   return {3 + bad}
 end
 if not live or ARGV[2] ~= '1' then
-  redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f)
+  redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 's:'..f, 'g:'..f)
 end
 local lease = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'l:'..f, ARGV[3], 't:'..f, t + lease)
@@ -80,9 +80,12 @@ return {4 + bad, num(nowus())}
 
 // storeScript stores a value if the caller still holds the lease: no
 // invalidation revoked it and it has not run out (a corrupt lease time
-// counts as run out). Returns 1 if stored, 2 if stored and a sweep found
-// corrupt metadata (a corrupt "#s", or times that are not numbers, whose
-// entries it dropped). ARGV: field, token, value, ttl ms.
+// counts as run out). With it go how long an invalidation may keep it for
+// stale serving (s:f, absent for 0: deleted at once) and the groups it
+// joined (g:f, absent for none). Returns 1 if stored, 2 if stored and a
+// sweep found corrupt metadata (a corrupt "#s", or times that are not
+// numbers, whose entries it dropped). ARGV: field, token, value, ttl ms,
+// stale keep ms, groups.
 //
 // A hash whose fields outlive their values (expired entries, leases of
 // crashed processes) is swept by the store that finds it more than twice
@@ -98,6 +101,8 @@ if r[1] ~= ARGV[2] or not lt or not (lt > t) then return 0 end
 local ttl = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'v:'..f, ARGV[3], 'x:'..f, t + ttl)
 redis.call('HDEL', KEYS[1], 'd:'..f, 'l:'..f, 't:'..f)
+if tonumber(ARGV[5]) > 0 then redis.call('HSET', KEYS[1], 's:'..f, ARGV[5]) else redis.call('HDEL', KEYS[1], 's:'..f) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'g:'..f, ARGV[6]) else redis.call('HDEL', KEYS[1], 'g:'..f) end
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 local n = redis.call('HLEN', KEYS[1])
 local s = redis.call('HGET', KEYS[1], '#s')
@@ -117,6 +122,7 @@ if n > 64 and n > 2 * last then
     if (kind == 'x:' or kind == 't:') and not (e and e > t) then
       if kind == 'x:' then
         dead[#dead + 1] = 'v:'..g; dead[#dead + 1] = 'x:'..g; dead[#dead + 1] = 'd:'..g
+        dead[#dead + 1] = 's:'..g; dead[#dead + 1] = 'g:'..g
       else
         dead[#dead + 1] = 'l:'..g; dead[#dead + 1] = 't:'..g
       end
@@ -140,11 +146,17 @@ end
 return 0
 `)
 
-// invalidateScript marks the given fields (all fields of the hash when
-// none is given) invalid and revokes their leases, so that a computation in
-// progress cannot store its result. It returns how many entries it hit: a
-// valid value or a live lease. A corrupt expiry or lease time counts as
-// run out.
+// invalidateScript invalidates the given fields (all fields of the hash
+// when none is given) and revokes their leases, so that a computation in
+// progress cannot store its result. A valid value stored with a stale
+// keep time (s:f) is marked invalid (d:f) and kept for stale serving at
+// most that long (its expiry is brought forward); one without is deleted
+// at once, as is a value that had expired. It returns how many entries it
+// hit: a valid value or a live lease. A corrupt expiry or lease time counts
+// as run out. Once done, a hash small enough to read whole has its key
+// expire with its last live field, and a hash left with nothing but its
+// sweep size is deleted, so that invalidated values never hold memory for
+// the rest of their TTL.
 var invalidateScript = redis.NewScript(luaNow + luaNum + `
 local fields = ARGV
 if #fields == 0 then
@@ -161,18 +173,47 @@ end
 local t = now()
 local n = 0
 for _, f in ipairs(fields) do
-  local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
+  local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f, 's:'..f)
   local hit = false
-  local x, lt = tonum(r[2]), tonum(r[5])
-  if r[1] and x and x > t and not r[3] then
-    redis.call('HSET', KEYS[1], 'd:'..f, '1')
+  local x, lt, keep = tonum(r[2]), tonum(r[5]), tonum(r[6])
+  local live = r[1] and x and x > t
+  if live and not r[3] then
     hit = true
+    if keep and keep > 0 then
+      redis.call('HSET', KEYS[1], 'd:'..f, '1')
+      if x > t + keep then redis.call('HSET', KEYS[1], 'x:'..f, t + keep) end
+    else
+      live = false
+    end
+  end
+  if r[1] and not live then
+    redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 's:'..f, 'g:'..f)
   end
   if r[4] then
     redis.call('HDEL', KEYS[1], 'l:'..f, 't:'..f)
     if lt and lt > t then hit = true end
   end
   if hit then n = n + 1 end
+end
+local size = redis.call('HLEN', KEYS[1])
+if size == 1 and redis.call('HEXISTS', KEYS[1], '#s') == 1 then
+  redis.call('DEL', KEYS[1])
+elseif size > 0 and size <= 128 then
+  local last = 0
+  local h = redis.call('HGETALL', KEYS[1])
+  for i = 1, #h, 2 do
+    local kind = string.sub(h[i], 1, 2)
+    if kind == 'x:' or kind == 't:' then
+      local e = tonum(h[i + 1])
+      if not e then last = nil; break end
+      if e > last then last = e end
+    end
+  end
+  if last then
+    local left = math.max(last - t, 1)
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl < 0 or pttl > left then redis.call('PEXPIRE', KEYS[1], left) end
+  end
 end
 return n
 `)

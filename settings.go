@@ -22,6 +22,7 @@ const (
 	DefaultOpTimeout      = 500 * time.Millisecond
 	DefaultBreakerFails   = 5
 	DefaultBreakerCool    = time.Second
+	DefaultStaleTTL       = 5 * time.Minute
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -60,6 +61,13 @@ type Settings struct {
 	// the previous value at once while one caller recomputes. A function's
 	// spec or a node can override it.
 	NoStale bool
+
+	// StaleTTL is how long an invalidated value is kept for stale serving:
+	// at most this long after its invalidation (never past its own TTL)
+	// it may be served to concurrent readers while one recomputes it; then
+	// it is gone. A value of a function or node with stale serving off is
+	// deleted by its invalidation. If zero, defaults to 5m.
+	StaleTTL time.Duration
 
 	// TTL is how long a computed value stays valid when its function or
 	// node sets no TTL. Every cached value expires: nothing in Redis grows
@@ -166,6 +174,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.TTL == 0 {
 		s.TTL = DefaultTTL
 	}
+	if s.StaleTTL == 0 {
+		s.StaleTTL = DefaultStaleTTL
+	}
 	if s.LeaseTTL == 0 {
 		s.LeaseTTL = DefaultLeaseTTL
 	}
@@ -201,6 +212,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: HerdRetryTime %v is negative", ErrInvalidSettings, s.HerdRetryTime)
 	case s.TTL < time.Millisecond:
 		return s, fmt.Errorf("%w: TTL %v is under 1ms", ErrInvalidSettings, s.TTL)
+	case s.StaleTTL < time.Millisecond:
+		return s, fmt.Errorf("%w: StaleTTL %v is under 1ms", ErrInvalidSettings, s.StaleTTL)
 	case s.FlushTimeout < 0:
 		return s, fmt.Errorf("%w: FlushTimeout %v is negative", ErrInvalidSettings, s.FlushTimeout)
 	case s.BreakerCooldown < 0:

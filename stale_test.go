@@ -2,8 +2,11 @@ package cacheme_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,6 +195,71 @@ func TestStale(t *testing.T) {
 			equals(t, st.Stale, wantStale)
 			equals(t, st.HerdWaits, 1-wantStale)
 			equals(t, call(t, f, 3), 2)
+		})
+	}
+}
+
+// Memory: with stale serving off an invalidation deletes the value, so that
+// after invalidating many entries nothing but the groups' markers is left
+// (and those expire with the lease TTL); with it on, the value is kept for
+// stale serving at most StaleTTL, and its hash expires with it.
+func TestInvalidatedValueMemory(t *testing.T) {
+	const n = 100
+	for _, tt := range []struct {
+		name  string
+		stale cacheme.StaleMode
+	}{{"stale off", cacheme.StaleOff}, {"stale on", cacheme.StaleOn}} {
+		t.Run(tt.name, func(t *testing.T) {
+			const staleTTL = 300 * time.Millisecond
+			p, rdb := newPlugin(t, cacheme.Settings{StaleTTL: staleTTL, LeaseTTL: time.Second})
+			prefix := p.Settings().Prefix
+			var runs atomic.Int64
+			f := mustWrap(t, p, cacheme.Spec[int, int]{
+				Key:    func(i int) string { return fmt.Sprintf("mem:%d", i) },
+				Groups: func(int, int) []string { return []string{"mem"} },
+				Tag:    "mem",
+				Stale:  tt.stale,
+				TTL:    time.Hour,
+			}, func(_ context.Context, i int) (int, error) { runs.Add(1); return i, nil })
+			for i := range n {
+				equals(t, call(t, f, i), i)
+			}
+			hashes := func() int {
+				c := 0
+				for _, k := range scanKeys(t, rdb, prefix) {
+					if strings.HasPrefix(k, prefix+"mem:") && !strings.HasSuffix(k, ":invalid") && !strings.HasSuffix(k, ":tag") {
+						c++
+					}
+				}
+				return c
+			}
+			equals(t, hashes(), n)
+			hit, err := p.InvalidateGroups(bg, "mem")
+			ok(t, err)
+			equals(t, hit, n)
+			if tt.stale == cacheme.StaleOff {
+				equals(t, hashes(), 0) // deleted at once
+				equals(t, call(t, f, 7), 7)
+				equals(t, runs.Load(), int64(n+1))
+				return
+			}
+			// Kept, and bounded: each hash expires by the stale TTL.
+			equals(t, hashes(), n)
+			for i := range n {
+				pttl, err := rdb.PTTL(bg, fmt.Sprintf("%smem:%d", prefix, i)).Result()
+				ok(t, err)
+				if pttl <= 0 || pttl > staleTTL {
+					t.Fatalf("hash %d: PTTL %v; want at most the stale TTL %v", i, pttl, staleTTL)
+				}
+			}
+			// The value itself expires (for reads) by the stale TTL too.
+			now, err := rdb.Time(bg).Result()
+			ok(t, err)
+			x, err := rdb.HGet(bg, prefix+"mem:3", "x:base").Int64()
+			ok(t, err)
+			if left := time.Duration(x-now.UnixMilli()) * time.Millisecond; left > staleTTL {
+				t.Fatalf("the invalidated value expires in %v; want at most the stale TTL %v", left, staleTTL)
+			}
 		})
 	}
 }

@@ -74,11 +74,14 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 // store runs storeScript and reports whether the value was stored. Corrupt
 // metadata of the hash that the script repaired is counted (overall: the
 // hash is not one tag's) and reported.
-func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration) (bool, error) {
+// keep is how long an invalidation keeps the value for stale serving (0:
+// it deletes the value); groups are the group names the value joined.
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl, keep time.Duration, groups []string) (bool, error) {
 	var n int
 	err := p.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		n, err = storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl)).Int()
+		n, err = storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl), ms(keep),
+			strings.Join(groups, groupSep)).Int()
 		return err
 	})
 	if err != nil {
