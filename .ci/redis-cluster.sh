@@ -2,12 +2,13 @@
 # Starts or stops a local 3-master Redis Cluster on 127.0.0.1:7000-7002 with
 # the machine's redis-server: no replicas, no persistence, state in a
 # temporary directory. Only the servers this script started (by pid file)
-# are stopped.
+# are stopped. REDIS_CLUSTER_PORTS (default "7000 7001 7002") picks other
+# ports, so that several runs on one machine do not meet.
 #   .ci/redis-cluster.sh start|stop
 set -euo pipefail
 
-PORTS=(7000 7001 7002)
-DIR="${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/cacheme-redis-cluster}"
+read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7000 7001 7002}"
+DIR="${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/cacheme-redis-cluster-${PORTS[0]}}"
 
 stop() {
   local port pid
