@@ -373,6 +373,25 @@ func (p *Plugin) sideBindings(ctx context.Context, sch *schema.Schema) []*m2mBin
 	return append(out, p.bind.modelSides[sch.Table]...)
 }
 
+// bindingsOfJoinTable returns the relations whose join table is named
+// table: registered ones and join-table models found so far.
+func (p *Plugin) bindingsOfJoinTable(ctx context.Context, table string) []*m2mBinding {
+	p.bind.mu.RLock()
+	defer p.bind.mu.RUnlock()
+	var out []*m2mBinding
+	for _, mb := range p.bind.all {
+		if live := mb.rel.Live(); live.JoinTable == table {
+			out = append(out, &m2mBinding{rel: live, nodes: mb.nodes})
+		}
+	}
+	for _, mb := range p.bind.models {
+		if mb != nil && mb.rel.JoinTable == table {
+			out = append(out, mb)
+		}
+	}
+	return out
+}
+
 // isJoinTable reports whether writes of sch are join-table writes.
 func (p *Plugin) isJoinTable(ctx context.Context, sch *schema.Schema) bool {
 	return len(p.joinBindings(ctx, sch)) > 0

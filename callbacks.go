@@ -2,6 +2,7 @@ package cacheme
 
 import (
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -16,11 +17,15 @@ import (
 // invalidation), collect what changed. The groups are invalidated after the
 // transaction commits (see commit.go); a rollback drops them.
 var callbacks = []struct {
-	op     string // the statement: "create", "update" or "delete"
-	before string // the GORM callback this one runs just before
+	op     string // the processor: "create", "update", "delete", "query" or "row"
+	before string // the GORM callback this one runs just before, or, after "replace ", replaces
 	name   string // registered as "cacheme:<name>"
 	fn     func(p *Plugin, db *gorm.DB)
 }{
+	// Reads: the query cache and dependency capture (querycache.go); each
+	// runs GORM's own callback for a read neither cached nor captured.
+	{"query", "replace gorm:query", "query", (*Plugin).queryCallback},
+	{"row", "replace gorm:row", "row", (*Plugin).rowCallback},
 	{"create", "gorm:begin_transaction", "track_create", (*Plugin).trackConn},
 	{"create", "gorm:create", "before_create", (*Plugin).beforeCreate},
 	{"create", "gorm:after_create", "after_create", (*Plugin).afterCreate},
@@ -44,16 +49,26 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 			proc = db.Callback().Update()
 		case "delete":
 			proc = db.Callback().Delete()
+		case "query":
+			proc = db.Callback().Query()
+		case "row":
+			proc = db.Callback().Row()
 		}
 		fn, name := c.fn, c.name
-		err := proc.Before(c.before).Register(Name+":"+name, func(db *gorm.DB) {
+		hook := func(db *gorm.DB) {
 			defer func() {
 				if v := recover(); v != nil {
 					db.AddError(fmt.Errorf("%w: %s: %v", ErrPanic, name, v))
 				}
 			}()
 			fn(p, db)
-		})
+		}
+		var err error
+		if replaced, ok := strings.CutPrefix(c.before, "replace "); ok {
+			err = proc.Replace(replaced, hook)
+		} else {
+			err = proc.Before(c.before).Register(Name+":"+name, hook)
+		}
 		if err != nil {
 			return fmt.Errorf("cacheme: register callback %s: %w", c.name, err)
 		}
@@ -105,70 +120,72 @@ func (p *Plugin) beforeWrite(db *gorm.DB, partners bool) {
 	}
 }
 
-// afterCreate collects the groups of the created rows, or of the join rows
-// of a many-to-many relation; after an upsert, also of the rows as the
-// database now holds them (DoUpdates may have set other values).
+// afterCreate collects the groups and images of the created rows, or of
+// the join rows of a many-to-many relation; after an upsert, also of the
+// rows as the database now holds them (DoUpdates may have set other
+// values).
 func (p *Plugin) afterCreate(db *gorm.DB) {
 	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
-	sch, ctx := db.Statement.Schema, db.Statement.Context
+	sch, ctx, table := db.Statement.Schema, db.Statement.Context, writtenTable(db)
 	st := p.state(db)
-	groups := append([]string{TableGroup(writtenTable(db))}, st.groups...)
+	w := &pending{}
+	w.addGroups(TableGroup(table))
+	w.merge(&st.owed)
 	rows := createdRows(db)
+	w.addImages(table, rowImages(ctx, sch, rows)...)
 	if p.isJoinTable(ctx, sch) {
-		p.enqueue(db, append(groups, p.joinGroups(ctx, sch, rows)...))
+		w.addGroups(p.joinGroups(ctx, sch, rows)...)
+		p.enqueue(db, w)
 		return
 	}
-	groups = append(groups, p.rowGroups(ctx, sch, writtenTable(db), rows)...)
+	w.addGroups(p.rowGroups(ctx, sch, table, rows)...)
 	if st.upsert && db.Error == nil {
-		pks := append(primaryKeys(db, sch, rows), st.pks...)
-		g, ok := p.rereadGroups(db, sch, pks)
-		if !ok {
-			return
-		}
-		groups = append(groups, g...)
+		p.reread(db, sch, append(primaryKeys(db, sch, rows), st.pks...), w)
 	}
-	p.enqueue(db, groups)
+	p.enqueue(db, w)
 }
 
-// afterUpdate collects the groups of the updated rows before and after the
-// update, so that a key that depends on a changed column is invalidated
-// under its old and its new value.
+// afterUpdate collects the groups and images of the updated rows before
+// and after the update, so that a key or a cached read that depends on a
+// changed column is invalidated under its old and its new value.
 func (p *Plugin) afterUpdate(db *gorm.DB) {
 	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	st := p.state(db)
-	sch, ctx := db.Statement.Schema, db.Statement.Context
+	sch, ctx, table := db.Statement.Schema, db.Statement.Context, writtenTable(db)
 	join := p.isJoinTable(ctx, sch)
-	groups := append([]string{TableGroup(writtenTable(db))}, st.groups...)
+	w := &pending{}
+	w.addGroups(TableGroup(table))
+	w.merge(&st.owed)
 	// The rows as the statement's plain new values make them: this catches
 	// new values the re-read below cannot find (a changed primary key, a
 	// join row moved to another partner).
 	if moved, ok := overlay(db, sch, st.rows); ok {
+		w.addImages(table, rowImages(ctx, sch, moved)...)
 		if join {
-			groups = append(groups, p.joinGroups(ctx, sch, moved)...)
+			w.addGroups(p.joinGroups(ctx, sch, moved)...)
 		} else {
-			groups = append(groups, p.rowGroups(ctx, sch, writtenTable(db), moved)...)
+			w.addGroups(p.rowGroups(ctx, sch, table, moved)...)
 		}
 	}
 	if db.Error == nil && !join {
-		g, ok := p.rereadGroups(db, sch, st.pks)
-		if !ok {
-			return
-		}
-		groups = append(groups, g...)
+		p.reread(db, sch, st.pks, w)
 	}
-	p.enqueue(db, groups)
+	p.enqueue(db, w)
 }
 
-// afterDelete collects the groups found before the delete.
+// afterDelete collects the groups and images found before the delete.
 func (p *Plugin) afterDelete(db *gorm.DB) {
 	if p.tableOnly(db) || !p.active(db) {
 		return
 	}
-	p.enqueue(db, append([]string{TableGroup(writtenTable(db))}, p.state(db).groups...))
+	w := &pending{}
+	w.addGroups(TableGroup(writtenTable(db)))
+	w.merge(&p.state(db).owed)
+	p.enqueue(db, w)
 }
 
 // open refuses the statement, before it runs, once the plugin is closed:
@@ -188,14 +205,17 @@ func (p *Plugin) active(db *gorm.DB) bool {
 
 // tableOnly handles a write made without a model, such as
 // db.Table("users").Where(...).Update(...): its rows and their keys are
-// unknown, so only the table's group is invalidated. It reports whether the
-// statement had no model.
+// unknown, so only the table's group and every cached read filed under a
+// conjunction of the table (ConjAllGroup) are invalidated. It reports
+// whether the statement had no model.
 func (p *Plugin) tableOnly(db *gorm.DB) bool {
 	if db.Statement.Schema != nil {
 		return false
 	}
-	if db.Statement.Table != "" {
-		p.enqueue(db, []string{TableGroup(writtenTable(db))})
+	if table := writtenTable(db); table != "" {
+		w := &pending{}
+		w.addGroups(TableGroup(table), ConjAllGroup(table))
+		p.enqueue(db, w)
 	}
 	return true
 }

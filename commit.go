@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -80,46 +78,38 @@ type txPool struct {
 	parent *pool           // the pool the transaction was begun on
 	ctx    context.Context // the BeginTx context, without its cancellation
 
-	mu      sync.Mutex      // protects pending
-	pending map[string]bool // group names to invalidate after commit
+	mu   sync.Mutex // protects owed
+	owed pending    // what the transaction's writes invalidate after commit
 }
 
-func (t *txPool) add(groups []string) {
+func (t *txPool) add(w *pending) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.pending == nil {
-		t.pending = map[string]bool{}
-	}
-	for _, g := range groups {
-		t.pending[g] = true
-	}
+	t.owed.merge(w)
 }
 
-func (t *txPool) take() []string {
+func (t *txPool) take() *pending {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.pending))
-	for g := range t.pending {
-		out = append(out, g)
-	}
-	t.pending = nil
-	sort.Strings(out)
-	return out
+	w := t.owed
+	t.owed = pending{}
+	return &w
 }
 
-// Commit commits, then invalidates the collected groups. An invalidation
-// failure is reported and retried, never returned: the write is committed.
+// Commit commits, then invalidates what the transaction's writes owe. An
+// invalidation failure is reported and retried, never returned: the write
+// is committed.
 //
-// With Settings.Outbox the groups are first recorded in the outbox, in the
-// transaction (see outbox.go); if that fails, the transaction is rolled
-// back and the error returned: a commit whose invalidation could be lost
-// is not made.
+// With Settings.Outbox the invalidation is first recorded in the outbox,
+// in the transaction (see outbox.go); if that fails, the transaction is
+// rolled back and the error returned: a commit whose invalidation could be
+// lost is not made.
 func (t *txPool) Commit() error {
-	groups := t.take()
+	w := t.take()
 	var id int64
-	if t.p.set.Outbox && len(groups) > 0 {
+	if t.p.set.Outbox && !w.empty() {
 		var err error
-		if id, err = t.p.outboxInsert(t.ctx, t.Tx, groups); err != nil {
+		if id, err = t.p.outboxInsert(t.ctx, t.Tx, w); err != nil {
 			_ = t.Tx.Rollback()
 			return fmt.Errorf("cacheme: recording the invalidation in %s (rolled back): %w", OutboxTable, err)
 		}
@@ -127,14 +117,19 @@ func (t *txPool) Commit() error {
 	if err := t.Tx.Commit(); err != nil {
 		return err
 	}
-	t.p.flush(t.ctx, groups, id)
+	t.p.flush(t.ctx, w, id)
 	return nil
 }
 
-// Rollback rolls back and drops the collected groups.
+// Rollback rolls back, then invalidates what the transaction's writes
+// touched all the same: nothing of it was committed, so this only costs
+// recomputations, but a value computed from its uncommitted rows by a
+// reader that could see them cannot outlive it.
 func (t *txPool) Rollback() error {
-	t.take()
-	return t.Tx.Rollback()
+	w := t.take()
+	err := t.Tx.Rollback()
+	t.p.flush(t.ctx, w, 0)
+	return err
 }
 
 // GetDBConn returns the *sql.DB the transaction belongs to, so that
@@ -185,16 +180,14 @@ func (p *Plugin) wrapPool(db *gorm.DB) {
 	}
 }
 
-// enqueue schedules the invalidation of groups for after the statement's
-// commit: at once when the statement runs outside a transaction.
-func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
-	slices.Sort(groups)
-	groups = slices.Compact(groups)
-	if len(groups) == 0 {
+// enqueue schedules the invalidation w for after the statement's commit:
+// at once when the statement runs outside a transaction.
+func (p *Plugin) enqueue(db *gorm.DB, w *pending) {
+	if w.empty() {
 		return
 	}
 	if t := txOf(db.Statement.ConnPool); t != nil {
-		t.add(groups)
+		t.add(w)
 		return
 	}
 	if _, inTx := db.Statement.ConnPool.(gorm.TxCommitter); inTx {
@@ -209,11 +202,11 @@ func (p *Plugin) enqueue(db *gorm.DB, groups []string) {
 	var id int64
 	if p.set.Outbox {
 		var err error
-		if id, err = p.outboxInsert(db.Statement.Context, db.Statement.ConnPool, groups); err != nil {
+		if id, err = p.outboxInsert(db.Statement.Context, db.Statement.ConnPool, w); err != nil {
 			p.report(db.Statement.Context, fmt.Errorf("cacheme: recording the invalidation in %s: %w", OutboxTable, err))
 		}
 	}
-	p.flush(db.Statement.Context, groups, id)
+	p.flush(db.Statement.Context, w, id)
 }
 
 // trackConn runs before GORM begins a statement's implicit transaction. On
@@ -234,8 +227,8 @@ func (p *Plugin) trackConn(db *gorm.DB) {
 // waits for those.
 // outbox is the id of the groups' outbox row, deleted once they are
 // delivered (0: none).
-func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
-	if len(groups) == 0 {
+func (p *Plugin) flush(ctx context.Context, w *pending, outbox int64) {
+	if w.empty() {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -243,7 +236,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
 	if p.closed.Load() {
 		// A write committed while Close ran: invalidate before it returns.
 		p.flushMu.Unlock()
-		p.deliver(ctx, groups, outbox)
+		p.deliver(ctx, w, outbox)
 		return
 	}
 	p.flushes.Add(1) // before Close's Wait: see Close
@@ -254,7 +247,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
 		// maxBackground flushes already run (Redis hangs): wait for this
 		// one rather than pile up goroutines.
 		defer p.flushes.Done()
-		p.deliver(ctx, groups, outbox)
+		p.deliver(ctx, w, outbox)
 		return
 	}
 	done := make(chan struct{})
@@ -262,7 +255,7 @@ func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
 		defer p.flushes.Done()
 		defer func() { <-p.flushing }()
 		defer close(done)
-		p.deliver(ctx, groups, outbox)
+		p.deliver(ctx, w, outbox)
 	}()
 	t := time.NewTimer(p.set.FlushTimeout)
 	defer t.Stop()
@@ -277,19 +270,20 @@ func (p *Plugin) flush(ctx context.Context, groups []string, outbox int64) {
 // not.
 const maxBackground = 64
 
-// deliver invalidates groups and deletes their outbox row once they are
-// delivered.
-func (p *Plugin) deliver(ctx context.Context, groups []string, outbox int64) {
-	if err := p.flushNow(ctx, groups); err == nil && outbox != 0 {
+// deliver invalidates w and deletes its outbox row once it is delivered.
+func (p *Plugin) deliver(ctx context.Context, w *pending, outbox int64) {
+	if err := p.flushNow(ctx, w); err == nil && outbox != 0 {
 		p.delivered(ctx, outbox)
 	}
 }
 
-// flushNow invalidates groups after a commit, on the one invalidation path
-// with flushRetries retries. A failure is reported to the error hook (as
-// lost, with what is left, unless the outbox keeps it) and counted, and
-// returned for the outbox; the invalidation hook hears what was hit.
-func (p *Plugin) flushNow(ctx context.Context, groups []string) error {
+// flushNow invalidates what committed writes owe (w), on the one
+// invalidation path with flushRetries retries. A failure is reported to
+// the error hook (as lost, with what is left, unless the outbox keeps it)
+// and counted, and returned for the outbox; the invalidation hook hears
+// the groups and what they hit.
+func (p *Plugin) flushNow(ctx context.Context, w *pending) error {
+	groups := p.resolve(ctx, w)
 	indexes := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if k, err := p.groupKey(g); err == nil {

@@ -128,7 +128,8 @@ type probe struct {
 	f      func(context.Context, int) (string, error)
 }
 
-// newProbe memoizes read under the key "probe:<name>", joining groups.
+// newProbe memoizes read under the key "probe:<name>", joining groups
+// and nothing else.
 func newProbe(t *testing.T, p *cacheme.Plugin, name string, read func(ctx context.Context) (string, error), groups ...string) *probe {
 	t.Helper()
 	pr := &probe{name: name, groups: groups}
@@ -136,6 +137,9 @@ func newProbe(t *testing.T, p *cacheme.Plugin, name string, read func(ctx contex
 		Key:    func(int) string { return "probe:" + name },
 		Groups: func(int, string) []string { return pr.groups },
 		Tag:    "probe",
+		// A probe checks the groups a write invalidates: it joins only
+		// the ones it names (capture_test.go tests capture).
+		NoCapture: true,
 	}, func(ctx context.Context, _ int) (string, error) {
 		pr.calls.Add(1)
 		return read(ctx)

@@ -33,7 +33,13 @@ func TableGroup(table string) string { return "table:" + table }
 // struct or a slice of them) written to table: their cache keys, their
 // model nodes and the table's group.
 func (p *Plugin) rowGroups(ctx context.Context, sch *schema.Schema, table string, v reflect.Value) []string {
-	groups := []string{TableGroup(table)}
+	return append([]string{TableGroup(table)}, p.rowKeyGroups(ctx, sch, v)...)
+}
+
+// rowKeyGroups returns the groups of rows of sch held in v: their cache
+// keys and their model nodes.
+func (p *Plugin) rowKeyGroups(ctx context.Context, sch *schema.Schema, v reflect.Value) []string {
+	var groups []string
 	p.bind.mu.RLock()
 	mns := p.bind.byModel[sch.Table]
 	p.bind.mu.RUnlock()

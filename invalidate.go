@@ -118,11 +118,12 @@ func (p *Plugin) InvalidateInvalidNodes(ctx context.Context, ns ...nodes.Invalid
 
 // InvalidateModels invalidates what a write of the given rows would: the
 // groups of their cache keys, their registered model nodes, their tables'
-// groups, and, for rows taking part in a many-to-many relation, the keys
-// of both sides of their join rows. Use it after a write GORM cannot see
-// (db.Exec with raw SQL); it reads the join rows through the database the
-// plugin was initialized with. Rows are model values or non-nil pointers
-// to them.
+// groups, the cached reads whose conjunctions they satisfy, and, for rows
+// taking part in a many-to-many relation, the keys of both sides of their
+// join rows. Use it after a write GORM cannot see (db.Exec with raw SQL),
+// once with the rows as they were and once as they are; it reads the join
+// rows through the database the plugin was initialized with. Rows are
+// model values or non-nil pointers to them.
 func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
@@ -131,7 +132,7 @@ func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error)
 	if db == nil {
 		return 0, fmt.Errorf("%w: InvalidateModels needs db.Use(plugin) first", ErrInvalidSpec)
 	}
-	var groups []string
+	w := &pending{}
 	for i, row := range rows {
 		if v := reflect.ValueOf(row); !v.IsValid() || v.Kind() == reflect.Pointer && v.IsNil() {
 			return 0, fmt.Errorf("%w: row %d is a nil %T", ErrInvalidSpec, i, row)
@@ -147,27 +148,30 @@ func (p *Plugin) InvalidateModels(ctx context.Context, rows ...any) (int, error)
 		} else {
 			rv = reflect.ValueOf(row)
 		}
-		g, err := p.modelGroups(ctx, db, stmt.Schema, rv)
-		if err != nil {
+		if err := p.modelGroups(ctx, db, stmt.Schema, rv, w); err != nil {
 			return 0, err
 		}
-		groups = append(groups, g...)
 	}
-	return p.InvalidateGroups(ctx, groups...)
+	groups, err := p.groupKeys(p.resolve(ctx, w))
+	if err != nil {
+		return 0, err
+	}
+	return p.invalidation(groups, nil).run(ctx, p, 0)
 }
 
-// modelGroups returns the groups of rows (rv) for InvalidateModels; a
-// panic in their CacheKey or key functions is an error.
-func (p *Plugin) modelGroups(ctx context.Context, db *gorm.DB, sch *schema.Schema, rv reflect.Value) (groups []string, err error) {
+// modelGroups adds the groups and images of rows (rv) to w for
+// InvalidateModels; a panic in their CacheKey or key functions is an
+// error.
+func (p *Plugin) modelGroups(ctx context.Context, db *gorm.DB, sch *schema.Schema, rv reflect.Value, w *pending) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			groups, err = nil, fmt.Errorf("%w: %s: %v", ErrPanic, sch.Name, v)
+			err = fmt.Errorf("%w: %s: %v", ErrPanic, sch.Name, v)
 		}
 	}()
-	groups = p.rowGroups(ctx, sch, sch.Table, rv)
+	w.addGroups(p.rowGroups(ctx, sch, sch.Table, rv)...)
+	w.addImages(sch.Table, rowImages(ctx, sch, rv)...)
 	q := db.WithContext(ctx)
-	g, err := p.partnerGroups(q, sch, primaryKeys(q, sch, rv))
-	return append(groups, g...), err
+	return p.partnerGroups(q, sch, primaryKeys(q, sch, rv), w)
 }
 
 // groupKeys returns the Redis keys of the named groups, skipping

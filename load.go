@@ -18,6 +18,18 @@ type load[R any] struct {
 	hit    func(ctx context.Context, r R)
 	miss   func(ctx context.Context)
 	fn     func(ctx context.Context) (R, error)
+	codec  Codec // nil: Settings.Codec
+	// capture records the GORM reads fn makes (capture.go): the result
+	// joins their groups too.
+	capture bool
+}
+
+// codecOf returns the codec of l's values.
+func (l *load[R]) codecOf(p *Plugin) Codec {
+	if l.codec != nil {
+		return l.codec
+	}
+	return p.set.Codec
 }
 
 // PanicError is the value the plugin panics with when a memoized function
@@ -50,7 +62,9 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 	if err != nil {
 		return bypass(ctx, p, l, err)
 	}
-	res, err := p.read(ctx, l.e, l.stale, token, true)
+	// A call inside another computation passes its groups up (capture.go).
+	outer := recorderFrom(ctx)
+	res, err := p.read(ctx, l.e, l.stale, token, true, outer != nil)
 	done(err)
 	if err != nil {
 		return bypass(ctx, p, l, err)
@@ -63,8 +77,9 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 		}
 		switch res.status {
 		case statusHit, statusStale:
-			v, derr := decode[R](p.set.Codec, res.value)
+			v, derr := decode[R](l.codecOf(p), res.value)
 			if derr == nil {
+				outer.add(res.groups...)
 				if res.status == statusStale {
 					p.reg.add(l.tagC, staleServed, 1)
 				} else {
@@ -86,7 +101,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 			if _, _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
 				return bypass(ctx, p, l, err)
 			}
-			if res, err = p.read(ctx, l.e, false, token, true); err != nil {
+			if res, err = p.read(ctx, l.e, false, token, true, outer != nil); err != nil {
 				return bypass(ctx, p, l, err)
 			}
 			continue
@@ -111,7 +126,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 				return zero, ctx.Err()
 			case <-t.C:
 			}
-			if res, err = p.read(ctx, l.e, l.stale, token, true); err != nil {
+			if res, err = p.read(ctx, l.e, l.stale, token, true, outer != nil); err != nil {
 				return bypass(ctx, p, l, err)
 			}
 		default:
@@ -167,14 +182,31 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 	if l.miss != nil {
 		l.miss(ctx)
 	}
-	if r, err = l.fn(ctx); err != nil {
+	fctx, rec := ctx, (*recorder)(nil)
+	if l.capture {
+		fctx, rec = withRecorder(ctx, l.ttl)
+	}
+	if r, err = l.fn(fctx); err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
 		p.report(ctx, p.release(sctx, l.e, token))
 		return r, err
 	}
 	p.reg.add(l.tagC, misses, 1)
+	var captured []string
+	if rec != nil {
+		var why string
+		if captured, why = rec.result(); why != "" {
+			// Returned, never stored (see capture.go).
+			p.reg.add(l.tagC, uncached, 1)
+			p.report(ctx, p.release(sctx, l.e, token))
+			if outer := recorderFrom(ctx); outer != nil {
+				outer.spoil(why)
+			}
+			return r, nil
+		}
+	}
 	// The caller gets r whatever happens below; storing is best effort.
-	if err := storeResult(sctx, p, l, token, started, leaseAt, r); err != nil {
+	if err := storeResult(sctx, p, l, token, started, leaseAt, r, captured); err != nil {
 		switch {
 		case errors.Is(err, errOvertaken):
 			p.reg.add(l.tagC, conflicts, 1)
@@ -192,8 +224,11 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 // errOvertaken means an invalidation came after the computation started.
 var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 
-func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64, r R) error {
-	blob, err := encode(p.set.Codec, r)
+// storeResult stores r, joining the groups its spec names and the groups
+// captured from the reads that computed it; an enclosing computation
+// (capture.go) gets them all.
+func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64, r R, captured []string) error {
+	blob, err := encode(l.codecOf(p), r)
 	if err != nil {
 		return err
 	}
@@ -203,6 +238,8 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 			return err
 		}
 	}
+	names = append(names, captured...)
+	recorderFrom(ctx).add(names...)
 	indexes := make([]string, 0, len(names)+1)
 	tk, err := p.tagKey(l.tag)
 	if err != nil {

@@ -80,6 +80,18 @@ type Spec[A, R any] struct {
 
 	// Stale overrides Settings.NoStale for this function.
 	Stale StaleMode
+
+	// NoCapture turns dependency capture off. By default, every GORM read
+	// the function makes with the call's context (db.WithContext(ctx))
+	// while it computes adds what it depends on to the result's groups:
+	// the conjunctions of its equality conditions (or its whole tables),
+	// the cache keys of the rows it returned, the many-to-many keys of the
+	// join rows it read by, and the groups of the memoized calls it makes.
+	// A result computed from a read inside a transaction, or from a read
+	// whose tables the plugin cannot name, is returned but not stored.
+	// Reads through a *gorm.DB without the call's context, and db.Raw
+	// reads, are not captured: name their groups in Groups.
+	NoCapture bool
 }
 
 // Wrap returns fn memoized in Redis as spec says. The returned function has
@@ -128,7 +140,7 @@ func Wrap[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (R, 
 			return zero, err
 		}
 		l := load[R]{
-			e: e, tag: tag, tagC: tagC, stale: spec.Stale.resolve(p), ttl: ttl,
+			e: e, tag: tag, tagC: tagC, stale: spec.Stale.resolve(p), ttl: ttl, capture: !spec.NoCapture,
 			fn: func(ctx context.Context) (R, error) { return fn(ctx, args) },
 		}
 		if spec.Groups != nil {

@@ -28,6 +28,11 @@ type NodeSpec[A any, N nodes.Node, R any] struct {
 	// Stale overrides Settings.NoStale for this function; a node that
 	// implements nodes.Staler overrides both.
 	Stale StaleMode
+
+	// NoCapture turns dependency capture off: the result joins only the
+	// node's InvalidNodes, not the groups of the GORM reads the function
+	// makes (see Spec.NoCapture).
+	NoCapture bool
 }
 
 // WrapNode returns fn memoized by node: the node built from the arguments
@@ -70,8 +75,9 @@ func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn 
 		}
 		l := load[R]{
 			e: e, tag: tag, tagC: tagC, stale: nodeStale(p, n, spec.Stale), ttl: ttl,
-			fn:     func(ctx context.Context) (R, error) { return fn(ctx, args) },
-			groups: func(R) ([]string, error) { return invalidNames(n.InvalidNodes()) },
+			fn:      func(ctx context.Context) (R, error) { return fn(ctx, args) },
+			groups:  func(R) ([]string, error) { return invalidNames(n.InvalidNodes()) },
+			capture: !spec.NoCapture,
 		}
 		if h, ok := any(n).(nodes.HitHandler); ok {
 			l.hit = func(ctx context.Context, _ R) { h.Hit(ctx, key) }
@@ -122,7 +128,7 @@ func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 	if err != nil {
 		return zero, err
 	}
-	res, err := m.p.read(ctx, e, false, "", false)
+	res, err := m.p.read(ctx, e, false, "", false, false)
 	if err != nil {
 		return zero, err
 	}

@@ -35,14 +35,14 @@ const OutboxTable = "cacheme_outbox"
 
 // outboxRow is one pending invalidation.
 type outboxRow struct {
-	id     int64
-	groups []string
+	id   int64
+	owed pending
 }
 
-// outboxInsert records groups in the outbox through conn (the writing
+// outboxInsert records w in the outbox through conn (the writing
 // transaction) and returns the row's id.
-func (p *Plugin) outboxInsert(ctx context.Context, conn gorm.ConnPool, groups []string) (int64, error) {
-	blob, err := json.Marshal(groups)
+func (p *Plugin) outboxInsert(ctx context.Context, conn gorm.ConnPool, w *pending) (int64, error) {
+	blob, err := json.Marshal(w)
 	if err != nil {
 		return 0, err
 	}
@@ -148,9 +148,9 @@ func (p *Plugin) replayOnce(ctx context.Context, sqlDB *sql.DB) (int, bool, erro
 			rows.Close()
 			return 0, false, fmt.Errorf("cacheme: replay: %w", err)
 		}
-		if err := json.Unmarshal([]byte(blob), &r.groups); err != nil {
+		if err := json.Unmarshal([]byte(blob), &r.owed); err != nil {
 			p.report(ctx, fmt.Errorf("%w: outbox row %d: %w", ErrCorrupt, r.id, err))
-			r.groups = nil // undecodable: nothing to deliver, drop it
+			r.owed = pending{} // undecodable: nothing to deliver, drop it
 		}
 		batch = append(batch, r)
 	}
@@ -161,7 +161,7 @@ func (p *Plugin) replayOnce(ctx context.Context, sqlDB *sql.DB) (int, bool, erro
 	var done []int64
 	var errs []error
 	for _, r := range batch {
-		if err := p.flushNow(ctx, r.groups); err != nil {
+		if err := p.flushNow(ctx, &r.owed); err != nil {
 			errs = append(errs, err)
 			continue
 		}

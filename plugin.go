@@ -3,6 +3,7 @@ package cacheme
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -28,8 +29,13 @@ type Plugin struct {
 	rdb     redis.UniversalClient // set.Redis
 	reg     registry              // tags and counters
 	bind    bindings              // model, node and m2m registrations
-	tokenID string                // random, makes lease tokens unique across processes
-	tokenN  atomic.Uint64         // lease token counter
+	schemes schemeCache           // query schemes registered lately (schemes.go)
+	queries queryPolicies         // per-model query cache registrations (querycache.go)
+
+	rowsDBOnce sync.Once     // opens rowsDB
+	rowsDB     *sql.DB       // the query cache's replay database (rowset.go); closed by Close
+	tokenID    string        // random, makes lease tokens unique across processes
+	tokenN     atomic.Uint64 // lease token counter
 
 	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
 	ctxTimeouts bool                                       // rdb honours context deadlines
@@ -136,6 +142,10 @@ func (p *Plugin) Close(ctx context.Context) error {
 			<-p.replayDone
 		}
 		p.flushes.Wait()
+		p.rowsDBOnce.Do(func() {}) // no replay database opens after Close
+		if p.rowsDB != nil {
+			_ = p.rowsDB.Close()
+		}
 		close(done)
 	}()
 	select {

@@ -52,21 +52,26 @@ local function num(x) return string.format('%.0f', x) end
 // the lease) and there is no valid value. Unless it peeks, it adds 16 to
 // the status when the entry's expiry (x:f) or lease time (t:f) was
 // corrupt: such a value was dropped, such a lease is taken over.
-// ARGV: field, stale ("1"/"0"), token, lease ms, acquire ("1"/"0").
+// ARGV: field, stale ("1"/"0"), token, lease ms, acquire ("1"/"0"), groups
+// ("1"/"0").
 var readScript = redis.NewScript(luaNow + luaNowUs + luaNum + `
 local f = ARGV[1]
 local t = now()
 local r = redis.call('HMGET', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 'l:'..f, 't:'..f)
 local x = tonum(r[2])
 local live = r[1] and x and x > t
-if live and not r[3] then return {1, r[1]} end
+local function groups()
+  if ARGV[6] ~= '1' then return '' end
+  return redis.call('HGET', KEYS[1], 'g:'..f) or ''
+end
+if live and not r[3] then return {1, r[1], groups()} end
 if ARGV[5] ~= '1' then return {0} end
 local lt = tonum(r[5])
 local bad = 0
 if (r[2] and not x) or (r[5] and not lt) then bad = 16 end
 if r[2] and not x then redis.call('HDEL', KEYS[1], 'v:'..f, 'x:'..f, 'd:'..f, 's:'..f, 'g:'..f) end
 if r[4] and lt and lt > t then
-  if live and ARGV[2] == '1' then return {2 + bad, r[1]} end
+  if live and ARGV[2] == '1' then return {2 + bad, r[1], groups()} end
   return {3 + bad}
 end
 if not live or ARGV[2] ~= '1' then

@@ -51,18 +51,18 @@ func TestNewSettings(t *testing.T) {
 	}{
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
 			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
-			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
+			TTL: 24 * time.Hour, StaleTTL: 5 * time.Minute, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
 			WaitTimeout: 100 * time.Millisecond, OpTimeout: 500 * time.Millisecond, BreakerFailures: 5, BreakerCooldown: time.Second,
 			Codec: cacheme.MsgpackCodec{},
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
-			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			TTL: time.Millisecond, StaleTTL: time.Hour, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
 			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
-			TTL: time.Millisecond, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
+			TTL: time.Millisecond, StaleTTL: time.Hour, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
 			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
 		}},

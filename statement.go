@@ -25,7 +25,7 @@ func writtenTable(db *gorm.DB) string {
 			return strings.Trim(f[0], "`\"")
 		}
 	}
-	if db.Statement.Table != "" {
+	if db.Statement.Table != "" || db.Statement.Schema == nil {
 		return db.Statement.Table
 	}
 	return db.Statement.Schema.Table

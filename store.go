@@ -29,8 +29,9 @@ const (
 type readResult struct {
 	status      int
 	value       []byte
-	leaseAt     int64 // statusLease: the server time of the lease, in microseconds
-	corruptMeta bool  // the entry's metadata was corrupt (and repaired)
+	groups      []string // statusHit, statusStale: the groups the value joined, if asked
+	leaseAt     int64    // statusLease: the server time of the lease, in microseconds
+	corruptMeta bool     // the entry's metadata was corrupt (and repaired)
 }
 
 // ms converts a duration to whole milliseconds, rounding up.
@@ -43,13 +44,14 @@ func redisErr(op string, key string, err error) error {
 	return fmt.Errorf("%w: %s %s: %w", ErrRedis, op, key, err)
 }
 
-// read runs readScript: one round trip. acquire false only peeks.
-func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, acquire bool) (readResult, error) {
+// read runs readScript: one round trip. acquire false only peeks; groups
+// asks for the groups of a value found.
+func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, acquire, groups bool) (readResult, error) {
 	var res []any
 	err := p.bounded(ctx, func(ctx context.Context) error {
 		var err error
 		res, err = readScript.Run(ctx, p.rdb, []string{e.hash},
-			e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire)).Slice()
+			e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire), flag(groups)).Slice()
 		return err
 	})
 	if err != nil {
@@ -66,6 +68,11 @@ func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, ac
 			out.leaseAt, _ = strconv.ParseInt(s, 10, 64)
 		} else {
 			out.value = []byte(s)
+		}
+	}
+	if len(res) > 2 {
+		if g, _ := res[2].(string); g != "" {
+			out.groups = strings.Split(g, groupSep)
 		}
 	}
 	return out, nil
