@@ -199,3 +199,127 @@ func TestQueryCacheReadShapes(t *testing.T) {
 		})
 	}
 }
+
+// served runs read through the query cache and reports whether it was
+// served without reaching the database; it fails the test unless it
+// returned what an uncached read returns now (never a stale value).
+func (e qcEnv) served(t *testing.T, read func(db *gorm.DB) (any, error)) bool {
+	t.Helper()
+	before := e.q.Load()
+	got, err := read(e.cached())
+	hit := e.q.Load() == before
+	want, wantErr := read(e.db.Clauses(cacheme.NoCache{}))
+	if (err == nil) != (wantErr == nil) || err != nil && err.Error() != wantErr.Error() {
+		t.Fatalf("cached read: error %v; uncached: %v", err, wantErr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("cached read (hit %v) returned %#v; the database holds %#v", hit, got, want)
+	}
+	return hit
+}
+
+// warm reads each read once through the cache and checks that the next
+// read hits.
+func (e qcEnv) warm(t *testing.T, reads map[string]func(db *gorm.DB) (any, error)) {
+	t.Helper()
+	for name, r := range reads {
+		e.served(t, r)
+		if !e.served(t, r) {
+			t.Fatalf("%s: not cached after a read", name)
+		}
+	}
+}
+
+func postByID(id uint) func(db *gorm.DB) (any, error) {
+	return func(db *gorm.DB) (any, error) {
+		var p Post
+		err := db.First(&p, id).Error
+		return p, err
+	}
+}
+
+func postsWhere(query string, args ...any) func(db *gorm.DB) (any, error) {
+	return func(db *gorm.DB) (any, error) {
+		var ps []Post
+		err := db.Where(query, args...).Order("id").Find(&ps).Error
+		return ps, err
+	}
+}
+
+// Precision, as cacheops tests it: a write invalidates the cached reads
+// whose conjunctions its rows satisfy before or after it, and the reads
+// that depend on the whole table; no other.
+func TestQueryCachePrecision(t *testing.T) {
+	reads := map[string]func(db *gorm.DB) (any, error){
+		"post 1":          postByID(1),
+		"post 2":          postByID(2),
+		"post 3":          postByID(3),
+		"active":          postsWhere("status = ?", "active"),
+		"archived":        postsWhere("status = ?", "archived"),
+		"draft":           postsWhere("status = ?", "draft"),
+		"writer 1":        postsWhere("writer_id = ?", 1),
+		"writer 2":        postsWhere("writer_id = ?", 2),
+		"writer 1 active": postsWhere("writer_id = ? AND status = ?", 1, "active"),
+		"writers 1 or 2":  postsWhere("writer_id IN ?", []uint{1, 2}),
+		"popular":         postsWhere("views > ?", 2), // not a conjunction: the whole table
+		"ann's writer": func(db *gorm.DB) (any, error) {
+			var w Writer
+			err := db.Where("name = ?", "ann").First(&w).Error
+			return w, err
+		},
+	}
+	tests := []struct {
+		name   string
+		write  func(db *gorm.DB) error
+		missed []string // the reads that must recompute; all others hit
+	}{
+		{"update post 1's title (active, writer 1)", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 1}).Update("title", "p1b").Error
+		}, []string{"post 1", "active", "writer 1", "writer 1 active", "writers 1 or 2", "popular"}},
+		{"move post 1 from active to draft", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 1}).Update("status", "draft").Error
+		}, []string{"post 1", "active", "draft", "writer 1", "writer 1 active", "writers 1 or 2", "popular"}},
+		{"move post 3 from writer 2 to writer 1 (Save)", func(db *gorm.DB) error {
+			var p Post
+			if err := db.Clauses(cacheme.NoCache{}).First(&p, 3).Error; err != nil {
+				return err
+			}
+			p.WriterID = 1
+			return db.Save(&p).Error
+		}, []string{"post 3", "archived", "writer 1", "writer 2", "writers 1 or 2", "popular"}},
+		{"insert an archived post of writer 2", func(db *gorm.DB) error {
+			return db.Create(&Post{Title: "p5", Status: "archived", WriterID: 2}).Error
+		}, []string{"archived", "writer 2", "writers 1 or 2", "popular"}},
+		{"bulk update of writer 2's posts", func(db *gorm.DB) error {
+			return db.Model(&Post{}).Where("writer_id = ?", 2).Update("views", 9).Error
+		}, []string{"post 3", "active", "archived", "writer 2", "writers 1 or 2", "popular"}},
+		{"bulk delete of archived posts", func(db *gorm.DB) error {
+			return db.Where("status = ?", "archived").Delete(&Post{}).Error
+		}, []string{"post 3", "archived", "writer 2", "writers 1 or 2", "popular"}},
+		{"update with an expression", func(db *gorm.DB) error {
+			return db.Model(&Post{}).Where("id = ?", 2).UpdateColumn("views", gorm.Expr("views + ?", 1)).Error
+		}, []string{"post 2", "active", "writer 1", "writer 1 active", "writers 1 or 2", "popular"}},
+		{"rename writer 2 (another table)", func(db *gorm.DB) error {
+			return db.Model(&Writer{ID: 2}).Update("name", "bo").Error
+		}, nil},
+		{"rename writer 1 (another table, read by name)", func(db *gorm.DB) error {
+			return db.Model(&Writer{ID: 1}).Update("name", "anne").Error
+		}, []string{"ann's writer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newQCEnv(t, cacheme.Settings{})
+			e.warm(t, reads)
+			ok(t, tt.write(e.db))
+			missed := map[string]bool{}
+			for _, name := range tt.missed {
+				missed[name] = true
+			}
+			for name, r := range reads {
+				if hit := e.served(t, r); hit == missed[name] {
+					t.Errorf("%s: hit %v; want %v", name, hit, !missed[name])
+				}
+			}
+		})
+	}
+}
