@@ -125,7 +125,7 @@ func (p *Plugin) beforeWrite(db *gorm.DB, partners bool) {
 // rows as the database now holds them (DoUpdates may have set other
 // values).
 func (p *Plugin) afterCreate(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) {
+	if p.unchanged(db) || p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	sch, ctx, table := db.Statement.Schema, db.Statement.Context, writtenTable(db)
@@ -151,7 +151,7 @@ func (p *Plugin) afterCreate(db *gorm.DB) {
 // and after the update, so that a key or a cached read that depends on a
 // changed column is invalidated under its old and its new value.
 func (p *Plugin) afterUpdate(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) {
+	if p.unchanged(db) || p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	st := p.state(db)
@@ -179,13 +179,22 @@ func (p *Plugin) afterUpdate(db *gorm.DB) {
 
 // afterDelete collects the groups and images found before the delete.
 func (p *Plugin) afterDelete(db *gorm.DB) {
-	if p.tableOnly(db) || !p.active(db) {
+	if p.unchanged(db) || p.tableOnly(db) || !p.active(db) {
 		return
 	}
 	w := &pending{}
 	w.addGroups(TableGroup(writtenTable(db)))
 	w.merge(&p.state(db).owed)
 	p.enqueue(db, w)
+}
+
+// unchanged reports whether the statement ran and wrote no row: an
+// insert that met a conflict and did nothing (GORM re-saving the rows of an
+// association), an update or delete that matched no row or had nothing to
+// set. Such a statement invalidates nothing. (PostgreSQL and SQLite count
+// the rows an UPDATE matched, changed or not.)
+func (p *Plugin) unchanged(db *gorm.DB) bool {
+	return db.Error == nil && db.RowsAffected == 0 && !db.DryRun
 }
 
 // open refuses the statement, before it runs, once the plugin is closed:

@@ -362,6 +362,7 @@ type analyzer struct {
 	tables  map[string]*readTable // by real name
 	deps    readDeps
 	byCol   map[string]map[string][]string // table -> column -> candidate values (OR within a column)
+	only    *readTable                     // when set, terms on other tables are ignored (onTerms)
 	dropped bool                           // a term of the main table was dropped
 }
 
@@ -522,13 +523,33 @@ func (a *analyzer) fromClause() {
 			}
 			continue
 		}
-		a.addTable(j.Table.Name, a.schemaOf(j.Table.Name), outer, j.Table.Alias)
-		// ON conditions decide which rows join, not which rows of the
-		// main table are read: only their sub-queries and raw tables
-		// matter.
+		jt := a.addTable(j.Table.Name, a.schemaOf(j.Table.Name), outer, j.Table.Alias)
 		for _, e := range j.ON.Exprs {
 			a.scanExpr(e)
 		}
+		a.onTerms(jt, j.ON.Exprs)
+	}
+}
+
+// onTerms records the equality terms of a join's ON conditions on the
+// joined table itself: whatever the join's type, only rows of it that
+// satisfy them take part in the result (Association("Tags").Find selects
+// the join rows of one owner there). Terms on other tables are ignored:
+// in an outer join they do not filter those tables' rows.
+func (a *analyzer) onTerms(jt *readTable, exprs []clause.Expression) {
+	exprs = flattenAnd(exprs)
+	for _, e := range exprs {
+		if or, ok := e.(clause.OrConditions); ok && len(or.Exprs) == 1 {
+			return
+		}
+		if sql, _ := exprSQL(e); sql != "" && rawOr.MatchString(sql) && !wrapped(sql, len(exprs)) {
+			return
+		}
+	}
+	a.only = jt
+	defer func() { a.only = nil }()
+	for _, e := range exprs {
+		a.term(e)
 	}
 }
 
@@ -902,6 +923,9 @@ func sliceValues(rv reflect.Value) []any {
 
 // drop records that a term was dropped; col, if known, names its column.
 func (a *analyzer) drop(col *clause.Column) {
+	if a.only != nil {
+		return // an ON term: the main table's terms are not concerned
+	}
 	if col == nil {
 		a.dropped = true
 		return
@@ -923,6 +947,9 @@ func (a *analyzer) qualify(col clause.Column) *readTable {
 // says the one value is SQL NULL.
 func (a *analyzer) add(col clause.Column, values []any, isNull bool) {
 	t := a.qualify(col)
+	if a.only != nil && t != a.only {
+		return
+	}
 	if t == nil || t.schema == nil || col.Raw {
 		a.drop(&col)
 		return
@@ -937,7 +964,7 @@ func (a *analyzer) add(col clause.Column, values []any, isNull bool) {
 		a.drop(&col)
 		return
 	}
-	if isNull && t.outer {
+	if isNull && t.outer && a.only == nil {
 		// IS NULL on an outer-joined table matches rows of the main table
 		// that have no row there: it names no rows of it.
 		a.drop(&col)

@@ -3,6 +3,7 @@ package cacheme_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ type Post struct {
 type Tag struct {
 	ID    uint
 	Label string
+	Posts []Post `gorm:"many2many:post_tags"`
 }
 
 // qcEnv is a plugin on a test Redis and a counting test database with the
@@ -318,6 +320,87 @@ func TestQueryCachePrecision(t *testing.T) {
 			for name, r := range reads {
 				if hit := e.served(t, r); hit == missed[name] {
 					t.Errorf("%s: hit %v; want %v", name, hit, !missed[name])
+				}
+			}
+		})
+	}
+}
+
+func tagsOfPost(id uint) func(db *gorm.DB) (any, error) {
+	return func(db *gorm.DB) (any, error) {
+		var tags []Tag
+		err := db.Model(&Post{ID: id}).Order("tags.id").Association("Tags").Find(&tags)
+		return tags, err
+	}
+}
+
+func postsOfTag(id uint) func(db *gorm.DB) (any, error) {
+	return func(db *gorm.DB) (any, error) {
+		var posts []Post
+		err := db.Model(&Tag{ID: id}).Order("posts.id").Association("Posts").Find(&posts)
+		return posts, err
+	}
+}
+
+// Many-to-many writes from either side invalidate the cached association
+// reads of both sides that they change, and leave the others alone.
+// (Seed: post 1 has tag 1, post 2 tags 1 and 2, posts 3 and 4 none.)
+func TestQueryCacheManyToMany(t *testing.T) {
+	reads := map[string]func(db *gorm.DB) (any, error){
+		"tags of post 1": tagsOfPost(1),
+		"tags of post 2": tagsOfPost(2),
+		"tags of post 3": tagsOfPost(3),
+		"posts of tag 1": postsOfTag(1),
+		"posts of tag 2": postsOfTag(2),
+	}
+	tests := []struct {
+		name   string
+		write  func(db *gorm.DB) error
+		missed []string
+		kept   []string // reads the write must leave cached
+	}{
+		{"append from the post side", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 1}).Association("Tags").Append(&Tag{ID: 2})
+		}, []string{"tags of post 1", "posts of tag 2"}, []string{"tags of post 3", "posts of tag 1"}},
+		{"append from the tag side", func(db *gorm.DB) error {
+			return db.Model(&Tag{ID: 2}).Association("Posts").Append(&Post{ID: 3})
+		}, []string{"tags of post 3", "posts of tag 2"}, []string{"tags of post 1", "posts of tag 1"}},
+		{"delete from the post side", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 2}).Association("Tags").Delete(&Tag{ID: 1})
+		}, []string{"tags of post 2", "posts of tag 1"}, []string{"tags of post 1", "posts of tag 2"}},
+		{"delete from the tag side", func(db *gorm.DB) error {
+			return db.Model(&Tag{ID: 1}).Association("Posts").Delete(&Post{ID: 1})
+		}, []string{"tags of post 1", "posts of tag 1"}, []string{"tags of post 2", "posts of tag 2"}},
+		{"clear from the post side", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 2}).Association("Tags").Clear()
+		}, []string{"tags of post 2", "posts of tag 1", "posts of tag 2"}, []string{"tags of post 1"}},
+		{"clear from the tag side", func(db *gorm.DB) error {
+			return db.Model(&Tag{ID: 2}).Association("Posts").Clear()
+		}, []string{"tags of post 2", "posts of tag 2"}, []string{"tags of post 1", "posts of tag 1"}},
+		{"replace from the post side", func(db *gorm.DB) error {
+			return db.Model(&Post{ID: 1}).Association("Tags").Replace(&Tag{ID: 2})
+		}, []string{"tags of post 1", "posts of tag 1", "posts of tag 2"}, []string{"tags of post 3"}},
+		{"replace from the tag side", func(db *gorm.DB) error {
+			return db.Model(&Tag{ID: 1}).Association("Posts").Replace(&Post{ID: 3})
+		}, []string{"tags of post 1", "tags of post 2", "tags of post 3", "posts of tag 1"}, []string{"posts of tag 2"}},
+		{"rename tag 2", func(db *gorm.DB) error {
+			return db.Model(&Tag{ID: 2}).Update("label", "sql").Error
+		}, []string{"tags of post 1", "tags of post 2", "tags of post 3"}, []string{"posts of tag 1", "posts of tag 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newQCEnv(t, cacheme.Settings{})
+			e.warm(t, reads)
+			ok(t, tt.write(e.db))
+			for name, r := range reads {
+				// served fails on a stale value; a read the write changes
+				// must not be a hit.
+				hit := e.served(t, r)
+				if slices.Contains(tt.missed, name) && hit {
+					t.Errorf("%s: a hit after the write; want it invalidated", name)
+				}
+				if slices.Contains(tt.kept, name) && !hit {
+					t.Errorf("%s: invalidated by the write; want it kept", name)
 				}
 			}
 		})
