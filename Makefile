@@ -38,7 +38,7 @@ faults:
 # go test too).
 FUZZTIME ?= 10s
 fuzz:
-	for t in FuzzKeys FuzzDecode FuzzEntryMetadata FuzzModelKeys; do \
+	for t in FuzzKeys FuzzDecode FuzzEntryMetadata FuzzModelKeys FuzzRows; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
 bench:

@@ -204,12 +204,63 @@ func fieldValue(ctx context.Context, sch *schema.Schema, f *schema.Field, lit an
 	if !termType(f) {
 		return "", false
 	}
+	// GORM's setters parse text leniently (base 0 for ints, a bool that
+	// does not parse is false); the database does not. Parse it strictly,
+	// as both databases read it, or make no term.
+	if b, ok := lit.([]byte); ok {
+		lit = string(b)
+	}
+	if str, ok := lit.(string); ok {
+		switch k := derefType(f.FieldType).Kind(); {
+		case k >= reflect.Int && k <= reflect.Int64:
+			n, err := strconv.ParseInt(str, 10, 64)
+			if err != nil {
+				return "", false
+			}
+			lit = n
+		case k >= reflect.Uint && k <= reflect.Uint64:
+			n, err := strconv.ParseUint(str, 10, 64)
+			if err != nil {
+				return "", false
+			}
+			lit = n
+		case k == reflect.Bool:
+			b, err := strconv.ParseBool(str)
+			if err != nil {
+				return "", false
+			}
+			lit = b
+		}
+	}
 	row := reflect.New(sch.ModelType).Elem()
 	if err := f.Set(ctx, row, lit); err != nil {
 		return "", false
 	}
 	v, _ := f.ValueOf(ctx, row)
 	return canonical(v)
+}
+
+func derefType(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// kindValue returns the canonical form of a literal for a column whose
+// schema is unknown (the join table of an association read from the side
+// that does not declare it): integers and strings only, the kinds join
+// keys have, whose canonical form does not depend on the column's Go type.
+func kindValue(lit any) (string, bool) {
+	if lit == nil {
+		return "", false
+	}
+	switch reflect.ValueOf(lit).Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.String:
+		return canonical(lit)
+	}
+	return "", false
 }
 
 // termType reports whether a column's values can make terms at all: not
@@ -339,6 +390,10 @@ type readTable struct {
 	name   string
 	schema *schema.Schema
 	outer  bool
+	// joinOnly: joined by a non-raw join without a schema the analysis
+	// could find (an association's join table seen from the side that does
+	// not declare it): its terms are canonical by their kind (kindValue).
+	joinOnly bool
 }
 
 // rawSelect finds raw SQL that reads tables of its own.
@@ -524,6 +579,7 @@ func (a *analyzer) fromClause() {
 			continue
 		}
 		jt := a.addTable(j.Table.Name, a.schemaOf(j.Table.Name), outer, j.Table.Alias)
+		jt.joinOnly = jt.schema == nil
 		for _, e := range j.ON.Exprs {
 			a.scanExpr(e)
 		}
@@ -950,17 +1006,25 @@ func (a *analyzer) add(col clause.Column, values []any, isNull bool) {
 	if a.only != nil && t != a.only {
 		return
 	}
-	if t == nil || t.schema == nil || col.Raw {
+	if t == nil || col.Raw || t.schema == nil && (col.Name == clause.PrimaryKey || !t.joinOnly) {
 		a.drop(&col)
 		return
 	}
 	var f *schema.Field
-	if col.Name == clause.PrimaryKey {
-		f = t.schema.PrioritizedPrimaryField
-	} else {
-		f = t.schema.LookUpField(col.Name)
+	colName := col.Name
+	if t.schema != nil {
+		if col.Name == clause.PrimaryKey {
+			f = t.schema.PrioritizedPrimaryField
+		} else {
+			f = t.schema.LookUpField(col.Name)
+		}
+		if f == nil || f.DBName == "" {
+			a.drop(&col)
+			return
+		}
+		colName = f.DBName
 	}
-	if f == nil || f.DBName == "" || len(values) == 0 || len(values) > maxConjs {
+	if len(values) == 0 || len(values) > maxConjs {
 		a.drop(&col)
 		return
 	}
@@ -979,7 +1043,13 @@ func (a *analyzer) add(col clause.Column, values []any, isNull bool) {
 		if v == nil {
 			continue // "IN (NULL)" matches nothing
 		}
-		s, ok := fieldValue(a.ctx, t.schema, f, v)
+		var s string
+		var ok bool
+		if f != nil {
+			s, ok = fieldValue(a.ctx, t.schema, f, v)
+		} else {
+			s, ok = kindValue(v)
+		}
 		if !ok {
 			a.drop(&col)
 			return
@@ -995,13 +1065,13 @@ func (a *analyzer) add(col clause.Column, values []any, isNull bool) {
 		cols = map[string][]string{}
 		a.byCol[t.name] = cols
 	}
-	if prev, ok := cols[f.DBName]; ok {
+	if prev, ok := cols[colName]; ok {
 		// Two terms on one column: rows satisfy both, so keep the values
 		// they share.
 		vals = slices.DeleteFunc(vals, func(v string) bool { return !slices.Contains(prev, v) })
 	}
 	slices.Sort(vals)
-	cols[f.DBName] = slices.Compact(vals)
+	cols[colName] = slices.Compact(vals)
 }
 
 // finish turns the terms into conjunctions: a table with terms is filed
