@@ -406,3 +406,128 @@ func TestQueryCacheManyToMany(t *testing.T) {
 		})
 	}
 }
+
+// CacheQueries caches a model's reads without a clause: all of them, or
+// only its primary-key lookups; NoCache opts a read out.
+func TestCacheQueries(t *testing.T) {
+	e := newQCEnv(t, cacheme.Settings{})
+	ok(t, e.p.CacheQueries(&Post{}, cacheme.QueryCache{TTL: time.Minute, PrimaryKeyOnly: true}))
+	ok(t, e.p.CacheQueries(Writer{}, cacheme.QueryCache{}))
+	hits := func(read func(db *gorm.DB) error) bool {
+		t.Helper()
+		ok(t, read(e.db))
+		before := e.q.Load()
+		ok(t, read(e.db))
+		return e.q.Load() == before
+	}
+	for _, tt := range []struct {
+		name string
+		read func(db *gorm.DB) error
+		want bool
+	}{
+		{"a post by primary key", func(db *gorm.DB) error { var p Post; return db.First(&p, 2).Error }, true},
+		{"a post by primary key in a condition", func(db *gorm.DB) error { var p Post; return db.Where("id = ?", 3).Take(&p).Error }, true},
+		{"posts by status (not a primary-key lookup)", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("status = ?", "active").Find(&ps).Error
+		}, false},
+		{"posts by primary key and status", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Where("id = ? AND status = ?", 1, "active").Find(&ps).Error
+		}, false},
+		{"a post by primary key, NoCache", func(db *gorm.DB) error { var p Post; return db.Clauses(cacheme.NoCache{}).First(&p, 2).Error }, false},
+		{"every writer", func(db *gorm.DB) error { var ws []Writer; return db.Order("id").Find(&ws).Error }, true},
+		{"a writer by name", func(db *gorm.DB) error { var w Writer; return db.Where("name = ?", "bob").First(&w).Error }, true},
+	} {
+		if got := hits(tt.read); got != tt.want {
+			t.Errorf("%s: second read served from the cache: %v; want %v", tt.name, got, tt.want)
+		}
+	}
+	// The tag of a model's reads is its table, unless it names one.
+	if _, err := e.p.InvalidateTag(bg, "writers"); err != nil {
+		t.Fatalf("InvalidateTag(writers): %v", err)
+	}
+	for _, bad := range []any{nil, 5, (*int)(nil)} {
+		isErr(t, e.p.CacheQueries(bad, cacheme.QueryCache{}), cacheme.ErrInvalidSpec)
+	}
+	isErr(t, e.p.CacheQueries(&Post{}, cacheme.QueryCache{TTL: -time.Second}), cacheme.ErrInvalidSpec)
+}
+
+// A raw read is cached only with the tables it names (each a whole
+// table); without them the Cached clause is an error.
+func TestQueryCacheRaw(t *testing.T) {
+	e := newQCEnv(t, cacheme.Settings{})
+	var n int
+	err := e.db.Clauses(cacheme.Cached{}).Raw("SELECT count(*) FROM posts").Scan(&n).Error
+	isErr(t, err, cacheme.ErrInvalidSpec)
+	raw := func(db *gorm.DB) (any, error) {
+		var n int
+		err := db.Clauses(cacheme.Cached{Tables: []string{"posts"}}).Raw("SELECT count(*) FROM posts").Scan(&n).Error
+		return n, err
+	}
+	before := e.q.Load()
+	v, err := raw(e.db)
+	ok(t, err)
+	equals(t, v.(int), 4)
+	_, err = raw(e.db)
+	ok(t, err)
+	equals(t, e.q.Load()-before, int64(1))
+	ok(t, e.db.Create(&Post{Title: "p5", WriterID: 1}).Error)
+	v, err = raw(e.db)
+	ok(t, err)
+	equals(t, v.(int), 5)
+}
+
+// Writes the plugin cannot read row by row reach every cached read of
+// their table: a write without a model, and one through InvalidateModels.
+// A not-found result is invalidated by a create that matches it.
+func TestQueryCacheBroadWrites(t *testing.T) {
+	e := newQCEnv(t, cacheme.Settings{})
+	reads := map[string]func(db *gorm.DB) (any, error){
+		"post 2":   postByID(2),
+		"active":   postsWhere("status = ?", "active"),
+		"post 99":  postByID(99),
+		"writer 1": postsWhere("writer_id = ?", 1),
+	}
+	e.warm(t, reads)
+	ok(t, e.db.Table("posts").Where("id = ?", 2).Update("title", "by table").Error)
+	for name, r := range reads {
+		if e.served(t, r) && name != "post 99" {
+			t.Errorf("%s: hit after a write without a model", name)
+		}
+	}
+	e.warm(t, reads)
+	ok(t, e.db.Create(&Post{ID: 99, Title: "p99", Status: "draft", WriterID: 2}).Error)
+	if e.served(t, postByID(99)) {
+		t.Errorf("post 99: the cached not-found survived its create")
+	}
+	e.warm(t, reads)
+	ok(t, e.db.Exec("UPDATE posts SET status = 'archived' WHERE id = 2").Error) // unseen by the plugin
+	_, err := e.p.InvalidateModels(bg, &Post{ID: 2, Status: "active", WriterID: 1}, &Post{ID: 2, Status: "archived", WriterID: 1})
+	ok(t, err)
+	for _, name := range []string{"post 2", "active", "writer 1"} {
+		if e.served(t, reads[name]) {
+			t.Errorf("%s: hit after InvalidateModels of its row", name)
+		}
+	}
+}
+
+// Concurrent identical cached reads run the query once.
+func TestQueryCacheHerd(t *testing.T) {
+	e := newQCEnv(t, cacheme.Settings{})
+	before := e.q.Load()
+	const n = 50
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			var ps []Post
+			errs <- e.cached().Where("writer_id = ?", 1).Find(&ps).Error
+		}()
+	}
+	for range n {
+		ok(t, <-errs)
+	}
+	if q := e.q.Load() - before; q != 1 {
+		t.Fatalf("%d concurrent cached reads ran %d queries; want 1", n, q)
+	}
+}
