@@ -1,8 +1,10 @@
-// Command demo runs a small bookstore on cacheme: it memoizes "the books of
-// a user" and "the users of a book", writes through GORM from both sides of
-// the many-to-many relation, and checks after every step that exactly the
-// affected entries were invalidated. It exits 0 only if every step behaved
-// as expected.
+// Command demo runs a small bookstore on cacheme. It caches GORM reads with
+// the query cache (a clause, and a per-model registration) and memoizes two
+// functions ("the books of a user", "the users of a book"); it then writes
+// through GORM from both sides of the many-to-many relation, in and out of
+// transactions, and after every write reads every cached read again and
+// checks it against the database: it exits 0 only if no read was ever
+// stale.
 //
 // By default it runs on an embedded SQLite file and an in-process Redis
 // (miniredis); --db and --redis switch to real servers:
@@ -13,11 +15,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -39,7 +43,7 @@ import (
 type User struct {
 	ID    uint
 	Name  string
-	Books []Book `gorm:"many2many:user_books;constraint:OnDelete:CASCADE"`
+	Books []Book `gorm:"many2many:user_books"`
 }
 
 // CacheKey names the group of everything cached about the user.
@@ -49,11 +53,23 @@ func (u User) CacheKey() string { return fmt.Sprintf("User:%d", u.ID) }
 type Book struct {
 	ID    uint
 	Title string
-	Users []User `gorm:"many2many:user_books;constraint:OnDelete:CASCADE"`
+	Users []User `gorm:"many2many:user_books"`
 }
 
 // CacheKey names the group of everything cached about the book.
 func (b Book) CacheKey() string { return fmt.Sprintf("Book:%d", b.ID) }
+
+// UserBook is the join table of User.Books and Book.Users; it names the
+// keys of both sides, so that every join-table write invalidates them.
+type UserBook struct {
+	UserID uint `gorm:"primaryKey"`
+	BookID uint `gorm:"primaryKey"`
+}
+
+// M2MCacheKeys returns the key functions of both sides.
+func (UserBook) M2MCacheKeys() map[string]m2m.KeyFunc {
+	return map[string]m2m.KeyFunc{"User": m2m.Format("User:%v:books"), "Book": m2m.Format("Book:%v:users")}
+}
 
 func main() {
 	dbURL := flag.String("db", "", "database: a SQLite file path or a postgres:// URL (default: a fresh SQLite file in a temp dir)")
@@ -67,13 +83,17 @@ func main() {
 
 // store is the demo's state: the database, the plugin and the memoized reads.
 type store struct {
-	db       *gorm.DB
-	p        *cacheme.Plugin
-	booksOf  func(context.Context, uint) ([]string, error)
-	usersOf  func(context.Context, uint) ([]string, error)
-	mu       sync.Mutex
-	computed []string // keys computed since the last step
-	groups   []string // groups invalidated since the last step
+	db      *gorm.DB
+	p       *cacheme.Plugin
+	booksOf memoized
+	usersOf memoized
+	mu      sync.Mutex
+	groups  []string // groups invalidated since the last step
+}
+
+// memoized is a function and its memoized form.
+type memoized struct {
+	raw, memo func(context.Context, uint) ([]string, error)
 }
 
 func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
@@ -105,12 +125,17 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 	}
 	s.p = cacheme.Of(db)
 	defer s.p.Close(ctx)
-	if err := s.p.RegisterM2M(m2m.Table{Model: &Book{}, Field: "Users", Keys: map[string]m2m.KeyFunc{
-		"Book": m2m.Format("Book:%v:users"), "User": m2m.Format("User:%v:books"),
-	}}); err != nil {
+	// Every primary-key lookup of a user is cached, without a clause.
+	if err := s.p.CacheQueries(&User{}, cacheme.QueryCache{TTL: 15 * time.Minute, PrimaryKeyOnly: true}); err != nil {
 		return err
 	}
 	if err := db.Migrator().DropTable("cacheme_demo_user_books", &User{}, &Book{}); err != nil {
+		return err
+	}
+	if err := db.SetupJoinTable(&User{}, "Books", &UserBook{}); err != nil {
+		return err
+	}
+	if err := db.SetupJoinTable(&Book{}, "Users", &UserBook{}); err != nil {
 		return err
 	}
 	if err := db.AutoMigrate(&User{}, &Book{}); err != nil {
@@ -122,32 +147,20 @@ func run(ctx context.Context, out io.Writer, dbURL, redisURL string) error {
 	return s.script(ctx, out)
 }
 
+// memoize wraps the two functions. Each names only its own many-to-many
+// group; what it reads (the books' rows, their join rows) is captured.
 func (s *store) memoize() error {
-	var err error
-	s.booksOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
-		Key:    func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
-		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
-		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
-	}, func(ctx context.Context, id uint) ([]string, error) {
-		var u User
-		if err := s.db.WithContext(ctx).Preload("Books").First(&u, id).Error; err != nil {
-			return nil, err
-		}
+	s.booksOf.raw = func(ctx context.Context, id uint) ([]string, error) {
+		var books []Book
+		err := s.db.WithContext(ctx).Model(&User{ID: id}).Association("Books").Find(&books)
 		titles := []string{}
-		for _, b := range u.Books {
+		for _, b := range books {
 			titles = append(titles, b.Title)
 		}
 		slices.Sort(titles)
-		return titles, nil
-	})
-	if err != nil {
-		return err
+		return titles, err
 	}
-	s.usersOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
-		Key:    func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
-		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
-		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
-	}, func(ctx context.Context, id uint) ([]string, error) {
+	s.usersOf.raw = func(ctx context.Context, id uint) ([]string, error) {
 		var users []User
 		err := s.db.WithContext(ctx).Model(&Book{ID: id}).Association("Users").Find(&users)
 		names := []string{}
@@ -156,34 +169,97 @@ func (s *store) memoize() error {
 		}
 		slices.Sort(names)
 		return names, err
-	})
+	}
+	var err error
+	s.booksOf.memo, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Key:    func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
+		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
+		Tag:    "booksOf",
+	}, s.booksOf.raw)
+	if err != nil {
+		return err
+	}
+	s.usersOf.memo, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Key:    func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
+		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
+		Tag:    "usersOf",
+	}, s.usersOf.raw)
 	return err
 }
 
-func (s *store) miss(key string) {
-	s.mu.Lock()
-	s.computed = append(s.computed, key)
-	s.mu.Unlock()
-}
-
-// take returns and clears what happened since the last call.
-func (s *store) take() (computed, groups []string) {
+// takeGroups returns and clears the groups invalidated since the last call.
+func (s *store) takeGroups() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	computed, groups = s.computed, s.groups
-	s.computed, s.groups = nil, nil
+	groups := s.groups
+	s.groups = nil
 	slices.Sort(groups)
-	return computed, slices.Compact(groups)
+	return slices.Compact(groups)
 }
 
-// read is one expected read: which function, which id, the expected value
-// and whether it must be a hit.
+// read is one cached read of the board: run reads through the cache (or,
+// with cached false, straight from the database), and returns what the
+// application gets.
 type read struct {
 	name string
-	fn   func(context.Context, uint) ([]string, error)
-	id   uint
-	want []string
-	hit  bool
+	run  func(ctx context.Context, cached bool) (any, error)
+}
+
+// board returns the cached reads the demo checks after every write.
+func (s *store) board(alice, bob *User, gobook, redisbook *Book) []read {
+	db := func(cached bool) *gorm.DB {
+		if cached {
+			return s.db.Clauses(cacheme.Cached{TTL: time.Hour})
+		}
+		return s.db.Clauses(cacheme.NoCache{})
+	}
+	memo := func(f memoized, id uint) func(context.Context, bool) (any, error) {
+		return func(ctx context.Context, cached bool) (any, error) {
+			if cached {
+				return f.memo(ctx, id)
+			}
+			return f.raw(ctx, id)
+		}
+	}
+	return []read{
+		{"Go, by id", func(_ context.Context, cached bool) (any, error) {
+			var b Book
+			err := db(cached).First(&b, gobook.ID).Error
+			return b.Title, err
+		}},
+		{"books titled Redis", func(_ context.Context, cached bool) (any, error) {
+			var books []Book
+			err := db(cached).Where("title = ?", "Redis").Order("id").Find(&books).Error
+			return len(books), err
+		}},
+		{"count of books", func(_ context.Context, cached bool) (any, error) {
+			var n int64
+			err := db(cached).Model(&Book{}).Count(&n).Error
+			return n, err
+		}},
+		{"alice, by id", func(_ context.Context, cached bool) (any, error) {
+			var u User
+			q := s.db
+			if !cached {
+				q = q.Clauses(cacheme.NoCache{})
+			}
+			err := q.First(&u, alice.ID).Error // cached by CacheQueries
+			return u.Name, err
+		}},
+		{"bob with his books", func(_ context.Context, cached bool) (any, error) {
+			var u User
+			err := db(cached).Preload("Books", func(q *gorm.DB) *gorm.DB { return q.Order("title") }).First(&u, bob.ID).Error
+			titles := []string{}
+			for _, b := range u.Books {
+				titles = append(titles, b.Title)
+			}
+			return titles, err
+		}},
+		{"books of alice", memo(s.booksOf, alice.ID)},
+		{"books of bob", memo(s.booksOf, bob.ID)},
+		{"users of Go", memo(s.usersOf, gobook.ID)},
+		{"users of Redis", memo(s.usersOf, redisbook.ID)},
+	}
 }
 
 func (s *store) script(ctx context.Context, out io.Writer) error {
@@ -194,122 +270,114 @@ func (s *store) script(ctx context.Context, out io.Writer) error {
 			return err
 		}
 	}
-	s.take()
-	booksOf := func(u *User, want []string, hit bool) read {
-		return read{"books of " + u.Name, s.booksOf, u.ID, want, hit}
-	}
-	usersOf := func(b *Book, want []string, hit bool) read {
-		return read{"users of " + b.Title, s.usersOf, b.ID, want, hit}
-	}
+	s.takeGroups()
+	errRollback := errors.New("rolled back")
 	steps := []struct {
 		title string
 		write func() error
-		reads []read
 	}{
-		{"first reads compute, second reads hit", nil, []read{
-			booksOf(&alice, nil, false), booksOf(&alice, nil, true),
-			usersOf(&gobook, nil, false), usersOf(&gobook, nil, true),
-		}},
-		{"alice.Books.Append(Go): user side", func() error {
+		{"first reads compute; the board is read twice", nil},
+		{"alice.Books.Append(Go): the user side", func() error {
 			return s.db.Model(&alice).Association("Books").Append(&gobook)
-		}, []read{
-			booksOf(&alice, []string{"Go"}, false), usersOf(&gobook, []string{"alice"}, false),
-			booksOf(&alice, []string{"Go"}, true),
 		}},
-		{"Go.Users.Append(bob): book side", func() error {
+		{"Go.Users.Append(bob): the book side", func() error {
 			return s.db.Model(&gobook).Association("Users").Append(&bob)
-		}, []read{
-			usersOf(&gobook, []string{"alice", "bob"}, false), booksOf(&bob, []string{"Go"}, false),
-			booksOf(&alice, []string{"Go"}, true),
 		}},
 		{"alice.Books.Append(Redis), on a fresh handle of alice", func() error {
-			// A handle whose Books field is empty: GORM writes only the new
-			// join row (alice's in-memory Books would be written again).
 			return s.db.Model(&User{ID: alice.ID}).Association("Books").Append(&redisbook)
-		}, []read{
-			booksOf(&alice, []string{"Go", "Redis"}, false), usersOf(&redisbook, []string{"alice"}, false),
-			usersOf(&gobook, []string{"alice", "bob"}, true),
 		}},
 		{"Go.Users.Delete(alice): remove from the book side", func() error {
 			return s.db.Model(&gobook).Association("Users").Delete(&alice)
-		}, []read{
-			booksOf(&alice, []string{"Redis"}, false), usersOf(&gobook, []string{"bob"}, false),
-			booksOf(&bob, []string{"Go"}, true),
 		}},
-		{"rename the Redis book (update)", func() error {
+		{"rename the Redis book (an update)", func() error {
 			return s.db.Model(&redisbook).Update("title", "Redis in Action").Error
-		}, []read{
-			usersOf(&redisbook, []string{"alice"}, true),
 		}},
-		{"delete the Go book, which still has join rows", func() error {
-			return s.db.Delete(&gobook).Error
-		}, []read{
-			booksOf(&bob, []string{}, false), usersOf(&redisbook, []string{"alice"}, true),
+		{"a new book titled Redis (an insert)", func() error {
+			return s.db.Create(&Book{Title: "Redis"}).Error
 		}},
-		{"bob.Books.Replace(Redis), in a transaction", func() error {
+		{"rename alice in a transaction that rolls back", func() error {
+			err := s.db.Transaction(func(tx *gorm.DB) error {
+				if err := tx.Model(&alice).Update("name", "alicia").Error; err != nil {
+					return err
+				}
+				return errRollback
+			})
+			if errors.Is(err, errRollback) {
+				return nil
+			}
+			return err
+		}},
+		{"bob.Books.Replace(Redis in Action), in a transaction", func() error {
 			return s.db.Transaction(func(tx *gorm.DB) error {
 				return tx.Model(&bob).Association("Books").Replace(&redisbook)
 			})
-		}, []read{
-			booksOf(&bob, []string{"Redis in Action"}, false), usersOf(&redisbook, []string{"alice", "bob"}, false),
+		}},
+		{"delete the Go book", func() error {
+			return s.db.Delete(&gobook).Error
 		}},
 		{"alice.Books.Clear()", func() error {
 			return s.db.Model(&alice).Association("Books").Clear()
-		}, []read{
-			booksOf(&alice, []string{}, false), usersOf(&redisbook, []string{"bob"}, false),
-			booksOf(&bob, []string{"Redis in Action"}, true),
 		}},
 	}
-	failed := 0
+	board := s.board(&alice, &bob, &gobook, &redisbook)
+	stale := 0
 	for i, st := range steps {
 		fmt.Fprintf(out, "%d. %s\n", i+1, st.title)
+		passes := 1
 		if st.write != nil {
 			start := time.Now()
 			if err := st.write(); err != nil {
 				return fmt.Errorf("step %d: %w", i+1, err)
 			}
-			_, groups := s.take()
-			fmt.Fprintf(out, "   write took %v, invalidated %s\n", time.Since(start).Round(time.Microsecond), strings.Join(groups, ", "))
+			fmt.Fprintf(out, "   write took %v; invalidated %s\n", time.Since(start).Round(time.Microsecond), strings.Join(s.takeGroups(), " "))
+		} else {
+			passes = 2
 		}
-		for _, r := range st.reads {
-			s.take()
-			start := time.Now()
-			got, err := r.fn(ctx, r.id)
-			took := time.Since(start).Round(time.Microsecond)
-			if err != nil {
-				return fmt.Errorf("step %d: %s: %w", i+1, r.name, err)
+		for pass := 0; pass < passes; pass++ {
+			var line []string
+			for _, r := range board {
+				hit, ok, err := s.check(ctx, r)
+				if err != nil {
+					return fmt.Errorf("step %d: %s: %w", i+1, r.name, err)
+				}
+				mark := "miss"
+				if hit {
+					mark = "hit"
+				}
+				if !ok {
+					mark += " STALE"
+					stale++
+				}
+				line = append(line, fmt.Sprintf("%s: %s", r.name, mark))
 			}
-			computed, _ := s.take()
-			hit := len(computed) == 0
-			verdict := "ok"
-			if hit != r.hit || !slices.Equal(nonNil(got), nonNil(r.want)) {
-				verdict = fmt.Sprintf("UNEXPECTED (want %q, %s)", nonNil(r.want), hitMiss(r.hit))
-				failed++
-			}
-			fmt.Fprintf(out, "   %-16s %-5s %9v  %q  %s\n", r.name, hitMiss(hit), took, nonNil(got), verdict)
+			fmt.Fprintf(out, "   %s\n", strings.Join(line, ", "))
 		}
 	}
 	st := s.p.Stats().Total
 	fmt.Fprintf(out, "stats: %d hits, %d misses, %d entries invalidated\n", st.Hits, st.Misses, st.Invalidations)
-	if failed > 0 {
-		return fmt.Errorf("%d reads did not behave as expected", failed)
+	if stale > 0 {
+		return fmt.Errorf("%d cached reads were stale", stale)
 	}
-	fmt.Fprintln(out, "every step behaved as expected")
+	fmt.Fprintln(out, "every cached read matched the database after every write")
 	return nil
 }
 
-func hitMiss(hit bool) string {
-	if hit {
-		return "hit"
+// check reads r through the cache and straight from the database, and
+// reports whether the cache served it without computing, and whether it
+// returned what the database holds.
+func (s *store) check(ctx context.Context, r read) (hit, fresh bool, err error) {
+	before := s.p.Stats().Total.Misses
+	got, gotErr := r.run(ctx, true)
+	hit = s.p.Stats().Total.Misses == before
+	want, wantErr := r.run(ctx, false)
+	switch {
+	case wantErr != nil && !errors.Is(wantErr, gorm.ErrRecordNotFound):
+		return false, false, wantErr
+	case gotErr != nil && !errors.Is(gotErr, gorm.ErrRecordNotFound):
+		return false, false, gotErr
 	}
-	return "miss"
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
+	// A read that finds nothing is a result too (ErrRecordNotFound).
+	return hit, reflect.DeepEqual(got, want) && errors.Is(gotErr, gorm.ErrRecordNotFound) == errors.Is(wantErr, gorm.ErrRecordNotFound), nil
 }
 
 func openRedis(url string) (redis.UniversalClient, func(), error) {
