@@ -264,3 +264,41 @@ func TestQueryCacheTransactions(t *testing.T) {
 		t.Fatalf("the rollback left the read cached (it invalidates what it touched)")
 	}
 }
+
+// BenchmarkCaptureMiss measures what dependency capture adds to a miss of
+// a memoized function that reads one row: each iteration invalidates the
+// entry, then calls the function, with capture on and off (NoCapture).
+//
+//	CACHEME_TEST_REDIS=redis://127.0.0.1:6379/0 CACHEME_TEST_POSTGRES='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
+//	  go test -run '^$' -bench BenchmarkCaptureMiss -count 8 .
+func BenchmarkCaptureMiss(b *testing.B) {
+	e := newQCEnv(b, cacheme.Settings{})
+	for _, noCapture := range []bool{true, false} {
+		name := "capture"
+		if noCapture {
+			name = "nocapture"
+		}
+		f := mustWrap(b, e.p, cacheme.Spec[uint, string]{
+			Key:       func(id uint) string { return fmt.Sprintf("bench:%s:%d", name, id) },
+			Groups:    func(id uint, _ string) []string { return []string{fmt.Sprintf("Post:%d", id)} },
+			Tag:       "bench",
+			NoCapture: noCapture,
+		}, func(ctx context.Context, id uint) (string, error) {
+			var p Post
+			err := e.db.WithContext(ctx).First(&p, id).Error
+			return p.Title, err
+		})
+		key := fmt.Sprintf("bench:%s:2", name)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.p.InvalidateKeys(bg, key); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := f(bg, 2); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package cacheme_test
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"testing"
@@ -45,7 +47,7 @@ type qcEnv struct {
 	q  *testenv.Queries
 }
 
-func newQCEnv(t *testing.T, s cacheme.Settings) qcEnv {
+func newQCEnv(t testing.TB, s cacheme.Settings) qcEnv {
 	t.Helper()
 	p, _ := newPlugin(t, s)
 	db, q := testenv.CountingDB(t, gorm.Config{})
@@ -66,8 +68,11 @@ func newQCEnv(t *testing.T, s cacheme.Settings) qcEnv {
 	return qcEnv{p: p, db: db, q: q}
 }
 
-// cached returns db with the Cached clause.
-func (e qcEnv) cached() *gorm.DB { return e.db.Clauses(cacheme.Cached{TTL: time.Minute}) }
+// cached returns db with the Cached clause, as a session that can be used
+// for any number of statements.
+func (e qcEnv) cached() *gorm.DB {
+	return e.db.Clauses(cacheme.Cached{TTL: time.Minute}).Session(&gorm.Session{})
+}
 
 // readShape is one read, run through a db (cached or not), that returns
 // what the caller gets.
@@ -530,4 +535,87 @@ func TestQueryCacheHerd(t *testing.T) {
 	if q := e.q.Load() - before; q != 1 {
 		t.Fatalf("%d concurrent cached reads ran %d queries; want 1", n, q)
 	}
+}
+
+// BenchmarkQueryCache compares a cached read with the same read on the
+// database, for a primary-key lookup and a three-table join. Run it on the
+// real servers, variants interleaved by -count:
+//
+//	CACHEME_TEST_REDIS=redis://127.0.0.1:6379/0 CACHEME_TEST_POSTGRES='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
+//	  go test -run '^$' -bench BenchmarkQueryCache -count 8 .
+func BenchmarkQueryCache(b *testing.B) {
+	e := newQCEnv(b, cacheme.Settings{})
+	reads := []struct {
+		name string
+		read func(db *gorm.DB) error
+	}{
+		{"pk", func(db *gorm.DB) error { var p Post; return db.First(&p, 2).Error }},
+		{"join3", func(db *gorm.DB) error {
+			var ps []Post
+			return db.Joins("Writer").Joins("JOIN post_tags ON post_tags.post_id = posts.id").
+				Where("post_tags.tag_id = ?", 1).Order("posts.id").Find(&ps).Error
+		}},
+	}
+	for _, r := range reads {
+		for _, v := range []struct {
+			name string
+			db   *gorm.DB
+		}{{"db", e.db}, {"cached", e.cached()}} {
+			b.Run(r.name+"/"+v.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := r.read(v.db); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkInvalidationShare reports, for a mixed workload of cached reads
+// (by primary key, by status, by writer, by a range) and random writes
+// (updates of one row, inserts), the share of the cached reads each write
+// invalidates ("invalidated/write"), against the share a cache that drops
+// the whole table on every write would (go-gorm/caches drops every entry,
+// "table-level/write").
+func BenchmarkInvalidationShare(b *testing.B) {
+	e := newQCEnv(b, cacheme.Settings{})
+	for i := 3; i <= 8; i++ {
+		ok(b, e.db.Create(&Writer{Name: fmt.Sprintf("w%d", i)}).Error)
+	}
+	for i := range 96 {
+		ok(b, e.db.Create(&Post{Title: fmt.Sprintf("t%d", i), Status: []string{"a", "b", "c", "d"}[i%4], WriterID: uint(1 + i%8), Views: i}).Error)
+	}
+	var reads []func(db *gorm.DB) (any, error)
+	for id := uint(1); id <= 100; id++ {
+		reads = append(reads, postByID(id))
+	}
+	for _, s := range []string{"a", "b", "c", "d"} {
+		reads = append(reads, postsWhere("status = ?", s))
+	}
+	for w := uint(1); w <= 8; w++ {
+		reads = append(reads, postsWhere("writer_id = ?", w), postsWhere("writer_id = ? AND status = ?", w, "a"))
+	}
+	reads = append(reads, postsWhere("views > ?", 50))
+	rng := rand.New(rand.NewPCG(1, 2))
+	var invalidated, writes int64
+	for b.Loop() {
+		for _, r := range reads {
+			if _, err := r(e.cached()); err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+				b.Fatal(err)
+			}
+		}
+		before := e.p.Stats().Total.Invalidations
+		if rng.IntN(4) == 0 {
+			ok(b, e.db.Create(&Post{Title: "new", Status: "b", WriterID: uint(1 + rng.IntN(8))}).Error)
+		} else {
+			ok(b, e.db.Model(&Post{ID: uint(1 + rng.IntN(100))}).Updates(map[string]any{
+				"views": rng.IntN(100), "status": []string{"a", "b", "c", "d"}[rng.IntN(4)]}).Error)
+		}
+		invalidated += e.p.Stats().Total.Invalidations - before
+		writes++
+	}
+	b.ReportMetric(float64(invalidated)/float64(writes)/float64(len(reads)), "invalidated/write")
+	b.ReportMetric(1, "table-level/write")
 }
