@@ -20,6 +20,17 @@
 // by db.Use, by Wrap and WrapNode, and by every call that needs a valid
 // plugin. Close drains the invalidations still running in the background.
 //
+// # Caching GORM reads
+//
+// The Cached clause (db.Clauses(cacheme.Cached{TTL: time.Minute})) and
+// CacheQueries cache GORM reads with no function to write: a hit hands the
+// rows the database returned back to GORM and runs no SQL. A read is filed
+// under the conjunctions of its equality conditions (conj.go), and a write
+// invalidates exactly the cached reads whose conjunctions its rows satisfy
+// before or after it. While a memoized function computes, the GORM reads
+// it makes with the call's context add what they depend on to its groups
+// (capture.go). Nothing read inside a transaction is stored.
+//
 // # With GORM
 //
 // db.Use(cacheme.New(s)) registers callbacks on create, update and delete;
@@ -44,6 +55,17 @@
 //	                     a key without '>' in its field "base"
 //	CM:<name>:invalid    a sorted set: the invalidation group <name>
 //	CM:<tag>:tag         a sorted set: every entry stored under <tag>
+//	CM:<table>:schemes   a sorted set: the schemes of the table (the
+//	                     sorted, comma-separated column lists of the
+//	                     conjunctions cached reads are filed under),
+//	                     scored by when they may be forgotten (server
+//	                     time, ms)
+//
+// A cached GORM read is the entry "q:<table>:<hash>"; its value is the
+// rows the database returned (rowset.go). Its groups are the conjunctions
+// it is filed under, "conj:<table>:<col>=<value>&..." (see conj.go), and
+// "conj:<table>:*", or "table:<table>" (TableGroup) for a table it
+// depends on whole.
 //
 // An entry f of a hash is up to seven hash fields, "#s" one more per hash:
 //
