@@ -74,13 +74,13 @@ func FuzzKeys(f *testing.F) {
 		}
 		e, err := p.parseEntry(key)
 		if keyErr(t, "parseEntry", key, err) {
-			if hostile || e.field == "" || e.hash != h {
+			if hostile || e.field() == "" || e.hashKey() != h || e.key != e.member()+fieldSep {
 				t.Fatalf("parseEntry(%q) = %+v", key, e)
 			}
 			// The entry names the key alone: the key comes back from it.
-			back := strings.TrimPrefix(e.hash, prefix)
-			if e.field != defaultField {
-				back += fieldSep + e.field
+			back := strings.TrimPrefix(e.hashKey(), prefix)
+			if e.field() != defaultField {
+				back += fieldSep + e.field()
 			}
 			if back != key {
 				t.Fatalf("parseEntry(%q) = %+v, which is the entry of %q", key, e, back)

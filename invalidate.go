@@ -27,30 +27,45 @@ import (
 // finding an empty set, and a failure is reported as such, never as "0
 // entries hit".
 
-// InvalidateKeys invalidates cache entries by key, in one Redis round trip
-// for any number of keys (upstream create_invalidation(key=...)). A key
-// "hash>field" invalidates that field; a key "hash" without '>' invalidates
-// every field of the hash. It returns how many entries held a valid value
-// or were being computed.
+// InvalidateKeys invalidates cache entries by key (upstream
+// create_invalidation(key=...)). A key "hash>field" invalidates that field:
+// one Redis round trip for any number of such keys. A key "hash" without
+// '>' invalidates every field of the hash: the entry "hash" itself, and
+// the members of the hash's index, which every other field joined when it
+// was stored (three round trips, as for a group). It returns how many
+// entries held a valid value or were being computed; a field whose first
+// computation is still running is not yet in its hash's index, and is not
+// counted (its result is refused all the same).
 func (p *Plugin) InvalidateKeys(ctx context.Context, keys ...string) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
 	}
 	entries := make([]entry, 0, len(keys))
+	var indexes []string
+	seen := map[string]bool{}
 	for _, k := range keys {
 		h, f, err := p.hashKey(k)
 		if err != nil {
 			return 0, err
 		}
-		entries = append(entries, entry{hash: h, field: f})
+		if f == "" {
+			f = defaultField
+			if idx := hashIndex(h); !seen[idx] {
+				seen[idx] = true
+				indexes = append(indexes, idx)
+			}
+		}
+		entries = append(entries, newEntry(h, f))
 	}
-	return p.invalidation(nil, entries).run(ctx, p, 0)
+	return p.invalidation(indexes, dedupeEntries(entries)).run(ctx, p, 0)
 }
 
 // InvalidateGroups invalidates every member of the named invalidation
 // groups (upstream create_invalidation(invalid_key=...)): three Redis round
-// trips for any number of groups and members (one when they are empty). It
-// returns how many entries it hit.
+// trips for any number of groups and members (one when they are empty),
+// with one script call per batch of keys (per server, or per Cluster slot;
+// at most 1000 keys each) rather than one per member. It returns how many
+// entries it hit.
 func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err

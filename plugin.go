@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -32,6 +33,9 @@ type Plugin struct {
 	tokenN  atomic.Uint64         // lease token counter
 
 	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
+	flights     flights                                    // in-process herd protection (flight.go)
+	leaseArg    any                                        // LeaseTTL in ms, boxed once for the fast path
+	maxBlock    time.Duration                              // the longest BLPOP rdb allows (see maxBlock)
 	ctxTimeouts bool                                       // rdb honours context deadlines
 
 	flushing chan struct{}  // one token per flush running (maxBackground)
@@ -56,6 +60,7 @@ func New(s Settings) *Plugin {
 	p := &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
 	if err == nil {
 		p.breaker, p.ctxTimeouts = newBreaker(s), contextTimeouts(s.Redis)
+		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
 	}
 	return p
 }
