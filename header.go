@@ -118,11 +118,22 @@ func parseHeader(v string) (h parsedHeader, ok bool) {
 	if len(v) < headerLen || v[0] != hdrMagic[0] || v[1] != hdrMagic[1] {
 		return h, false
 	}
+	switch v[offState] {
+	case stateValid, stateStale, stateNone:
+	default:
+		return h, false
+	}
+	// Every number must be digits, as luaHeader's parse requires: the
+	// client and the scripts agree on what is corrupt.
+	for _, r := range [...][2]int{{offExpiry, offToken}, {offKeep, headerLen}} {
+		for _, c := range []byte(v[r[0]:r[1]]) {
+			if c < '0' || c > '9' {
+				return h, false
+			}
+		}
+	}
 	n := 0
 	for _, c := range []byte(v[offGroups:headerLen]) {
-		if c < '0' || c > '9' {
-			return h, false
-		}
 		n = n*10 + int(c-'0')
 	}
 	if headerLen+n > len(v) {

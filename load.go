@@ -155,7 +155,7 @@ func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err
 				p.flights.end(l.e.key, f)
 				f = &flight{}
 			}
-			return compute(ctx, p, l, f, token, res.leaseAt)
+			return compute(ctx, p, l, f, token, res.sent)
 		case statusWait:
 			left := res.wait
 			if !waited {
@@ -263,7 +263,7 @@ func share[R any](p *Plugin, f *flight, fn func(context.Context) (R, error)) fun
 // A panic of the function or a callback releases the lease at once, so
 // that waiters take over, and is raised again as a *PanicError. Callers of
 // other processes waiting for the lease are woken in every case.
-func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token string, leaseAt int64) (r R, err error) {
+func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token string, sent time.Time) (r R, err error) {
 	// The function reads its data after this moment: an invalidation
 	// before it cannot make the result stale.
 	started := time.Now()
@@ -294,7 +294,7 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token 
 	}
 	p.reg.add(l.tagC, misses, 1)
 	// The caller gets r whatever happens below; storing is best effort.
-	blob, waiters, err := storeResult(sctx, p, l, token, started, r)
+	blob, waiters, err := storeResult(sctx, p, l, token, started, sent, r)
 	if blob != nil {
 		f.how, f.blob = outcomeComputed, stringOf(blob)
 	} else {
@@ -325,7 +325,7 @@ var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 // stores and joins); on several servers it first joins the sets (join),
 // then stores. It returns the encoded value (nil if it could not be
 // encoded) and how many callers of other processes wait to be woken.
-func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, r R) ([]byte, int, error) {
+func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started, sent time.Time, r R) ([]byte, int, error) {
 	blob, err := encode(p.set.Codec, r)
 	if err != nil {
 		return nil, 0, err
@@ -381,7 +381,7 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 		}
 		indexes = nil
 	}
-	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes)
+	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes, sent)
 	if err != nil {
 		return blob, 0, err
 	}

@@ -128,12 +128,15 @@ return {4 + bad, num(g)}
 // index), and a set invalidated at or after the lease was granted refuses
 // the value (its marker "" is scored by the invalidation time plus one
 // lease TTL): the check and the joins are atomic with the store. The
-// lease's grant time is in the header, or, for a lease taken by SET NX,
-// its key's expiry time less one lease TTL (PEXPIRETIME, whole ms: at most
-// the true time, so the check errs on the side of refusing). Returns
+// lease's grant time is in the header (readScript's leases), or, for a
+// lease taken by SET NX, bounded from below by ARGV[5]: how long before
+// this script the caller sent the SET NX, by its monotonic clock (µs,
+// rounded up), subtracted from this server's time. The bound is earlier
+// than the grant by at most that command's round trip, so the check errs
+// on the side of refusing, never of storing a stale value. Returns
 // {1, waiters} if stored, {0, waiters} if not; waiters is how many callers
 // of other processes registered in the header, to be woken. ARGV: token,
-// value (header, groups, encoded value), ttl ms, lease ms.
+// value (header, groups, encoded value), ttl ms, lease ms, age µs.
 var storeScript = redis.NewScript(luaHeader + luaJoin + `
 local k = KEYS[1]
 local t = nowms()
@@ -142,15 +145,13 @@ local v = redis.pcall('GETRANGE', k, 0, HL - 1)
 local h = parse(v)
 if not h then return {0, 0} end
 if h.tok ~= ARGV[1] then return {0, h.w} end
+local tus = nowus()
 local g = h.lg
 if h.le == 0 then
-  local at = redis.call('PEXPIRETIME', k)
-  if at < 0 then return {0, h.w} end
-  g = (at - lease) * 1000
+  g = tus - tonumber(ARGV[5])
 elseif not (h.le > t) then
   return {0, h.w}
 end
-local tus = nowus()
 for i = 2, #KEYS do
   local s = redis.call('ZSCORE', KEYS[i], '')
   if s and tonumber(s) >= tus and tonumber(s) - lease * 1000 >= g then return {0, h.w} end

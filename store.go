@@ -30,7 +30,7 @@ const (
 type readResult struct {
 	status      int
 	value       string        // hit, stale (and lease, if kept for stale serving): the whole stored value
-	leaseAt     int64         // statusLease by readScript: the server time of the lease, in µs (0: taken by the fast path)
+	sent        time.Time     // statusLease by readFast: when the SET NX was sent (see storeScript)
 	wait        time.Duration // statusWait: how long the lease has left
 	corruptMeta bool          // the entry's key was corrupt (and dropped)
 }
@@ -52,13 +52,14 @@ func redisErr(op string, key string, err error) error {
 // A key of another type is statusOther too (readScript drops it).
 func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readResult, error) {
 	cmd := redis.NewStringCmd(ctx, "set", e.key, lh, "nx", "get", "px", p.leaseArg)
+	sent := time.Now()
 	err := p.bounded(ctx, func(ctx context.Context) error { return p.rdb.Process(ctx, cmd) })
 	if err == nil {
 		err = cmd.Err()
 	}
 	switch {
 	case errors.Is(err, redis.Nil):
-		return readResult{status: statusLease}, nil
+		return readResult{status: statusLease, sent: sent}, nil
 	case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		return readResult{status: statusOther}, nil
 	case err != nil:
@@ -94,8 +95,6 @@ func (p *Plugin) readSlow(ctx context.Context, e entry, stale bool, token string
 		n, _ := res[1].(int64)
 		out.wait = time.Duration(n) * time.Millisecond
 	case statusLease:
-		s, _ := res[1].(string)
-		out.leaseAt, _ = strconv.ParseInt(s, 10, 64)
 		if len(res) > 2 {
 			out.value, _ = res[2].(string) // the value kept for stale serving
 		}
@@ -127,14 +126,20 @@ func (p *Plugin) peek(ctx context.Context, e entry) (string, bool, error) {
 // many callers of other processes wait to be woken. indexes are the sets
 // the entry joins, checked and joined by the script itself (one server),
 // or nil when join did it before (several servers).
-func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string) (bool, int, error) {
+// sent is when the caller sent the SET NX that took its lease (zero for a
+// lease taken by readScript, whose time is in the header).
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, sent time.Time) (bool, int, error) {
 	keys := make([]string, 0, 1+len(indexes))
 	keys = append(keys, e.key)
 	keys = append(keys, indexes...)
 	var res []int64
 	err := p.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = storeScript.Run(ctx, p.rdb, keys, token, value, ms(ttl), ms(p.set.LeaseTTL)).Int64Slice()
+		age := int64(0)
+		if !sent.IsZero() {
+			age = time.Since(sent).Microseconds() + 1
+		}
+		res, err = storeScript.Run(ctx, p.rdb, keys, token, value, ms(ttl), ms(p.set.LeaseTTL), age).Int64Slice()
 		return err
 	})
 	if err != nil {
@@ -167,6 +172,9 @@ func (p *Plugin) wake(ctx context.Context, e entry, n int) error {
 	if n <= 0 {
 		return nil
 	}
+	// Waiters are processes (one flight each); past maxWake, the rest
+	// wait for the lease to run out.
+	n = min(n, maxWake)
 	tokens := make([]any, n)
 	for i := range tokens {
 		tokens[i] = "1"
@@ -185,6 +193,9 @@ func (p *Plugin) wake(ctx context.Context, e entry, n int) error {
 	}
 	return nil
 }
+
+// maxWake bounds the tokens one wake pushes.
+const maxWake = 256
 
 // waitWake blocks until the entry's wake list gets a token or d passes
 // (BLPOP), at most one block: the caller's read timeout allows it, and
