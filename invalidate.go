@@ -247,30 +247,40 @@ func (inv *invalidation) run(ctx context.Context, p *Plugin, retries int) (int, 
 }
 
 // once runs the three steps once (see the invariant above) and keeps in inv
-// only what failed.
+// only what failed. The sets are marked in the same round trip as the
+// entries named directly are invalidated, so that invalidating keys costs
+// one round trip, and a key's hash index (empty unless the hash has
+// fields) no more.
 func (inv *invalidation) once(ctx context.Context, p *Plugin) (int, error) {
 	var errs []error
-	marked, failedIdx, err := p.markIndexes(ctx, inv.indexes)
+	mcalls, mbatches := p.markCalls(inv.indexes)
+	ecalls, ebatches := p.entryCalls(inv.entries)
+	cmds, err := p.runWrites(ctx, append(mcalls, ecalls...))
 	errs = append(errs, err)
-	entries := inv.entries
-	for _, m := range marked {
-		entries = append(entries, m.entries...)
+	marked, failedIdx := markResults(inv.indexes, mbatches, cmds[:len(mcalls)])
+	hit, failed := entryResults(inv.entries, ebatches, cmds[len(mcalls):])
+	direct := make(map[entry]bool, len(inv.entries))
+	for _, e := range inv.entries {
+		direct[e] = true
 	}
-	hit, failed, err := p.invalidateEntries(ctx, dedupeEntries(entries))
+	var members []entry
+	for _, m := range marked {
+		for _, e := range m.entries {
+			if !direct[e] {
+				members = append(members, e)
+			}
+		}
+	}
+	n, failedMembers, err := p.invalidateEntries(ctx, dedupeEntries(members))
+	hit += n
 	errs = append(errs, err)
-	bad := make(map[entry]bool, len(failed))
-	for _, e := range failed {
+	bad := make(map[entry]bool, len(failed)+len(failedMembers))
+	for _, e := range append(failed, failedMembers...) {
 		bad[e] = true
 	}
 	// A set whose members failed is done again whole, so only the entries
 	// named directly are kept.
-	var keep []entry
-	for _, e := range inv.entries {
-		if bad[e] {
-			keep = append(keep, e)
-		}
-	}
-	inv.entries = keep
+	inv.entries = failed
 	// Drop the members of the sets whose entries are all marked.
 	var done []markedIndex
 	for _, m := range marked {

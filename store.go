@@ -446,6 +446,15 @@ func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.D
 // per batch of keys (see batches). It returns how many entries it hit, and
 // the entries whose call failed.
 func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, []entry, error) {
+	calls, batches := p.entryCalls(entries)
+	cmds, err := p.runWrites(ctx, calls)
+	n, failed := entryResults(entries, batches, cmds)
+	return n, failed, err
+}
+
+// entryCalls returns the invalidateScript calls of entries, and the
+// entries (by index) of each call.
+func (p *Plugin) entryCalls(entries []entry) ([]scriptCall, [][]int) {
 	keys := make([]string, len(entries))
 	for i, e := range entries {
 		keys[i] = e.key
@@ -459,7 +468,12 @@ func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, [
 		}
 		calls[i] = scriptCall{invalidateScript, ks, nil}
 	}
-	cmds, err := p.runWrites(ctx, calls)
+	return calls, batches
+}
+
+// entryResults reads the replies of entryCalls: how many entries were hit,
+// and the entries whose call failed.
+func entryResults(entries []entry, batches [][]int, cmds []*redis.Cmd) (int, []entry) {
 	n := 0
 	var failed []entry
 	for i, cmd := range cmds {
@@ -472,10 +486,10 @@ func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, [
 		}
 		n += v
 	}
-	return n, failed, err
+	return n, failed
 }
 
-// markedIndex is a group, tag or hash-index set marked by markIndexes: its
+// markedIndex is a group, tag or hash-index set marked by markScript: its
 // live members as entries, and as the (member, score) pairs to drop once
 // those entries are invalidated.
 type markedIndex struct {
@@ -484,10 +498,10 @@ type markedIndex struct {
 	pairs   []any // member, score, member, score...
 }
 
-// markIndexes marks the given sets invalidated (markScript, one call per
-// batch of keys) in one round trip and returns their live members, and the
-// sets whose call failed. The members stay in the sets (see dropMembers).
-func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedIndex, []string, error) {
+// markCalls returns the markScript calls that mark the given sets
+// invalidated, and the sets (by index) of each call. The members stay in
+// the sets (see dropMembers).
+func (p *Plugin) markCalls(indexes []string) ([]scriptCall, [][]int) {
 	batches := p.batches(indexes)
 	calls := make([]scriptCall, len(batches))
 	for i, b := range batches {
@@ -497,7 +511,12 @@ func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedInd
 		}
 		calls[i] = scriptCall{markScript, ks, []any{ms(p.set.LeaseTTL)}}
 	}
-	cmds, err := p.runWrites(ctx, calls)
+	return calls, batches
+}
+
+// markResults reads the replies of markCalls: the sets' live members, and
+// the sets whose call failed.
+func markResults(indexes []string, batches [][]int, cmds []*redis.Cmd) ([]markedIndex, []string) {
 	var out []markedIndex
 	var failed []string
 	for i, cmd := range cmds {
@@ -529,7 +548,7 @@ func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedInd
 			out = append(out, m)
 		}
 	}
-	return out, failed, err
+	return out, failed
 }
 
 // dropMembers removes from each marked set the members read by
