@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -291,18 +290,6 @@ func FuzzEntryMetadata(f *testing.F) {
 			t.Fatalf("PTTL %v, %v: the entry has no TTL", d, err)
 		}
 	})
-}
-
-// isLuaNumber reports whether Lua's tonumber reads s as a number that
-// strconv.ParseFloat does not (hexadecimal).
-func isLuaNumber(s string) bool {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
-	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
-		_, err := strconv.ParseUint(s[2:], 16, 64)
-		return err == nil
-	}
-	return false
 }
 
 // fuzzKeyer is a model whose CacheKey is whatever the fuzzer gives.

@@ -151,11 +151,6 @@ func (p *Plugin) Close(ctx context.Context) error {
 	}
 }
 
-// token returns a new lease token, unique across processes.
-func (p *Plugin) token() string {
-	return p.tokenID + ":" + strconv.FormatUint(p.tokenN.Add(1), 36)
-}
-
 // report passes an error the caller does not get to the error hook.
 func (p *Plugin) report(ctx context.Context, err error) {
 	if err != nil && p.set.ErrorHook != nil {
