@@ -12,7 +12,7 @@ REDIS_URL    ?= redis://127.0.0.1:6379/0
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 CLUSTER      ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 
-.PHONY: test race integration cluster faults fuzz bench lint demo
+.PHONY: test race integration cluster faults fuzz bench bench-unit lint demo
 
 test:
 	$(GO) test -count=1 -timeout $(TIMEOUT) ./...
@@ -41,13 +41,24 @@ fuzz:
 	for t in FuzzKeys FuzzDecode FuzzEntryMetadata FuzzModelKeys FuzzRows; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
+# The side-by-side benchmarks (bench/, a module of its own: the peers never
+# enter the library's go.mod) against the real Redis and PostgreSQL; writes
+# docs/benchmarks.md and docs/benchmarks.svg. BENCHFLAGS=-quick for a smoke
+# run.
+BENCHFLAGS ?=
 bench:
+	cd bench && $(GO) run . -redis '$(patsubst redis://%/0,%,$(REDIS_URL))' -postgres '$(POSTGRES_URL)' \
+		-out ../docs/benchmarks.md -svg ../docs/benchmarks.svg $(BENCHFLAGS)
+
+# The package's own Go benchmarks.
+bench-unit:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 STATICCHECK ?= $(shell command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck)
 
 lint:
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 	$(GO) vet -tags faults .
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags faults .

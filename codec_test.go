@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gormcacheme/cacheme"
 )
@@ -133,7 +134,7 @@ func TestCodecHostileLength(t *testing.T) {
 	f := mustWrap(t, p, cacheme.Spec[int, []int]{Key: func(int) string { return "ints" }},
 		func(context.Context, int) ([]int, error) { runs.Add(1); return []int{1, 2}, nil })
 	deepEquals(t, call(t, f, 0), []int{1, 2})
-	ok(t, rdb.HSet(ctx, p.Settings().Prefix+"ints", "v:base", crash).Err())
+	ok(t, rdb.Set(ctx, cacheme.EntryKey(p, "ints"), cacheme.EntryValue(crash, 0, ""), time.Minute).Err())
 	deepEquals(t, call(t, f, 0), []int{1, 2})
 	deepEquals(t, call(t, f, 0), []int{1, 2})
 	equals(t, runs.Load(), 2)

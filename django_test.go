@@ -52,15 +52,21 @@ func newDjEnv(t *testing.T, s cacheme.Settings) djEnv {
 	return e
 }
 
-// hashField returns a field of the Redis hash of a cache key.
-func (e djEnv) hashField(t *testing.T, key, field string) (string, bool) {
+// entryState returns the state of a cache key's entry in Redis: 'v'
+// (valid), 's' (invalidated, kept for stale serving) or '-' (no value),
+// and whether the entry's key exists.
+func (e djEnv) entryState(t *testing.T, key string) (byte, bool) {
 	t.Helper()
-	v, err := e.rdb.HGet(bg, e.prefix+key, field).Result()
+	v, err := e.rdb.Get(bg, cacheme.EntryKey(e.p, key)).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", false
+		return 0, false
 	}
 	ok(t, err)
-	return v, true
+	st, _, _, valid := cacheme.EntryBlob(v)
+	if !valid {
+		t.Fatalf("entry of %s: not a valid entry: %q", key, v)
+	}
+	return st, true
 }
 
 // D1 CacheTestCase.test_cache_simple: a key with invalid keys
@@ -76,17 +82,16 @@ func TestDjangoCacheSimple(t *testing.T) {
 	ok(t, err)
 	call := func() int64 { v, err := f(bg, 0); ok(t, err); return v }
 	equals(t, call(), 1)
-	if _, stored := e.hashField(t, "Test:123", "v:base"); !stored {
-		t.Fatalf("value of Test:123 in Redis: got none; want one")
+	if st, _ := e.entryState(t, "Test:123"); st != 'v' {
+		t.Fatalf("value of Test:123 in Redis: got state %q; want a valid one", st)
 	}
 	equals(t, call(), 1)
 
 	e.u1.Name = "u1b"
 	ok(t, e.db.Save(&e.u1).Error)
-	_, stored := e.hashField(t, "Test:123", "v:base")
+	st, stored := e.entryState(t, "Test:123")
 	equals(t, stored, true) // lazy: the old value is still there
-	mark, _ := e.hashField(t, "Test:123", "d:base")
-	equals(t, mark, "1") // and marked invalid
+	equals(t, st, 's')      // and marked invalid
 	equals(t, call(), 2)
 
 	e.u2.Name = "u2b"
@@ -123,13 +128,13 @@ func TestDjangoCacheArgumentsBind(t *testing.T) {
 	v, err := byFunc(bg, args)
 	ok(t, err)
 	equals(t, v, 20)
-	if _, stored := e.hashField(t, "20", "v:base"); !stored {
+	if st, _ := e.entryState(t, "20"); st != 'v' {
 		t.Fatalf("value under key 20: got none; want one")
 	}
 	v, err = byFormat(bg, args)
 	ok(t, err)
 	equals(t, v, 20)
-	if _, stored := e.hashField(t, "T5:5:5:10", "v:base"); !stored {
+	if st, _ := e.entryState(t, "T5:5:5:10"); st != 'v' {
 		t.Fatalf("value under key T5:5:5:10: got none; want one")
 	}
 }

@@ -48,11 +48,16 @@
 // # Redis layout
 //
 // This is the one description of what the plugin stores; the scripts in
-// scripts.go rely on it. With the default prefix "CM:":
+// scripts.go and the header code in header.go rely on it. With the default
+// prefix "CM:":
 //
-//	CM:<hash>            a Redis hash holding the entries of one key: the
-//	                     entry "<hash>>field" lives in its field "field",
-//	                     a key without '>' in its field "base"
+//	CM:<hash>><field>>   an entry: a Redis string; "book:1>x" is field "x"
+//	                     of hash "book:1", a key without '>' is field
+//	                     "base" ("CM:book:1>base>")
+//	CM:<hash>>           a sorted set: the index of a hash's fields, which
+//	                     every entry of the hash but "base" joins
+//	CM:<entry key>wake   a list: wake-up tokens for callers of other
+//	                     processes waiting for the entry's computation
 //	CM:<name>:invalid    a sorted set: the invalidation group <name>
 //	CM:<tag>:tag         a sorted set: every entry stored under <tag>
 //	CM:<table>:schemes   a sorted set: the schemes of the table (the
@@ -67,25 +72,47 @@
 // "conj:<table>:*", or "table:<table>" (TableGroup) for a table it
 // depends on whole.
 //
-// An entry f of a hash is up to seven hash fields, "#s" one more per hash:
+// An entry's value is a 102-byte header of fixed-width ASCII fields, then
+// the groups the value joined (NUL-separated, so that an admin page can
+// show them), then the encoded value (format byte, codec ID, payload; see
+// codec.go):
 //
-//	v:f  the encoded value (format byte, codec ID, payload; see codec.go)
-//	x:f  when the value expires (server time, ms)
-//	d:f  "1" once the value is invalidated and kept for stale serving
-//	s:f  how long (ms) an invalidation keeps the value for stale serving
-//	     (Settings.StaleTTL); absent when stale serving is off for it, and
-//	     the invalidation deletes the value
-//	g:f  the groups the value joined, NUL-separated (absent for none)
-//	l:f  the token of the one computation allowed to store f (the lease)
-//	t:f  when that lease runs out (server time, ms)
-//	#s   the hash's size after its last sweep of expired fields
+//	C2              magic and layout version
+//	state           'v' valid, 's' invalidated and kept for stale
+//	                serving, '-' no value (a lease, or a tombstone that
+//	                keeps the waiter count of a revoked lease)
+//	x (13 digits)   a kept value's expiry (server ms)
+//	le (13)         the lease's expiry (server ms); 0: the lease lives as
+//	                long as its key (taken by SET NX, whose PX is LeaseTTL)
+//	lg (16)         when the lease was granted (server µs); 0 for SET NX
+//	token (32)      the token of the one computation allowed to store
+//	                the entry (the lease); '-' × 32 for none
+//	keep (13)       how long (ms) an invalidation keeps the value for
+//	                stale serving (Settings.StaleTTL); 0: it deletes it
+//	waiters (4)     callers of other processes waiting to be woken
+//	groups (8)      the length of the groups that follow
 //
-// Group and tag members are full entry names ("CM:book:1>base"), scored by
-// when they expire (server time, µs) plus one lease TTL; the member ""
-// marks the set's last invalidation, scored by that time plus one lease
-// TTL. Every key the plugin writes has a TTL. Each Redis script touches
-// exactly one of these keys, so every operation is safe on Redis Cluster,
-// and no KEYS, SCAN or FLUSH is ever sent.
+// A valid value's expiry is its key's (PEXPIRE is the value's TTL): a hit
+// is one SET key <lease header> NX GET PX <LeaseTTL> whose reply has state
+// 'v', judged without any clock and decoded straight from the reply; the
+// same command on an absent key takes the lease (a common miss then costs
+// one more round trip, the store). A key's TTL outlives its value only
+// while a lease is held on an invalidated value, and then the scripts
+// judge the header by the server's clock (TIME). This needs Redis 7.0 or
+// later (SET with both NX and GET), and, since the hit is a write command,
+// a maxmemory policy that evicts rather than refuses writes.
+//
+// Group, tag and hash-index members are entry names ("CM:book:1>base"),
+// scored by when they expire (server time, µs) plus one lease TTL; the
+// member "" marks the set's last invalidation, scored by that time plus one
+// lease TTL. Every key the plugin writes has a TTL. On a single server (a
+// client or failover client) the store is one script over the entry and
+// its sets; on several servers (Cluster, Ring) the sets are joined first,
+// one script each, then the entry stored. Invalidations run one script per
+// batch of at most 1000 keys on one server, or of one slot on Cluster (a
+// Ring: one key per script). Every script's keys are in one Cluster slot
+// except the single-server store, so every operation is safe on Redis
+// Cluster, and no KEYS, SCAN or FLUSH is ever sent.
 //
 // # Guarantees
 //
@@ -96,13 +123,17 @@
 //     only once their entries are marked, so a retry after a lost reply
 //     redoes the work, and one that cannot be delivered is reported as
 //     such, never as "0 entries hit".
-//   - A hit costs one Redis round trip; a miss three; an invalidation a
-//     constant number, whatever the number of keys.
+//   - A hit costs one Redis round trip; a miss two on a single server
+//     (three on Cluster or a Ring); an invalidation a constant number,
+//     whatever the number of keys.
 //   - Every key the plugin writes expires, and group and tag sets shed
 //     invalidated and expired members.
-//   - Concurrent misses on one key, across processes, compute once; the
-//     others wait (Settings.HerdRetryCount × HerdRetryTime), then compute
-//     themselves.
+//   - Concurrent misses on one key, across processes, compute once: in a
+//     process, concurrent calls of one entry share one read (and one
+//     computation); across processes, callers wait for the lease holder,
+//     which wakes them (BLPOP on the entry's wake list) when its value
+//     lands or it gives up, and take over when its lease runs out. Only
+//     Settings.HerdRetryCount, if set, bounds the wait.
 //   - Redis failures are reported (Settings.ErrorHook, Stats) and, unless
 //     Settings.FailClosed, bypassed: the function runs without the cache.
 package cacheme

@@ -10,9 +10,7 @@ package cacheme
 import (
 	"context"
 	"errors"
-	"math"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -74,13 +72,13 @@ func FuzzKeys(f *testing.F) {
 		}
 		e, err := p.parseEntry(key)
 		if keyErr(t, "parseEntry", key, err) {
-			if hostile || e.field == "" || e.hash != h {
+			if hostile || e.field() == "" || e.hashKey() != h || e.key != e.member()+fieldSep {
 				t.Fatalf("parseEntry(%q) = %+v", key, e)
 			}
 			// The entry names the key alone: the key comes back from it.
-			back := strings.TrimPrefix(e.hash, prefix)
-			if e.field != defaultField {
-				back += fieldSep + e.field
+			back := strings.TrimPrefix(e.hashKey(), prefix)
+			if e.field() != defaultField {
+				back += fieldSep + e.field()
 			}
 			if back != key {
 				t.Fatalf("parseEntry(%q) = %+v, which is the entry of %q", key, e, back)
@@ -189,35 +187,43 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzEntryMetadata: whatever bytes an entry's hash holds in v:, x:, d:,
-// l:, t: and "#s" (and other entries' x: and t:, for the sweep), a memoized
-// call returns the loader's value (or a value that really is stored
-// there), in fail-open mode with no error, and no script raises an error.
-// It runs on the Redis of the tests (miniredis unless CACHEME_TEST_REDIS).
+// FuzzEntryMetadata: whatever bytes an entry's key holds (a stored value
+// whose header has any bytes written at any offset, cut at any length), a
+// memoized call returns the loader's value (or a value that really is
+// stored there), in fail-open mode with no error, no script raises an
+// error, and the key is left with a TTL. It runs on the Redis of the
+// tests (miniredis unless CACHEME_TEST_REDIS).
 func FuzzEntryMetadata(f *testing.F) {
-	far := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
 	stored, err := encode(MsgpackCodec{}, "stored")
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add([]byte(stored), far, far, "10", uint8(0xff), true)
-	f.Add([]byte(stored), "garbage", "garbage", "garbage", uint8(0xff), true)
-	f.Add([]byte(stored), far, "nan", "inf", uint8(0x3b), false)
-	f.Add([]byte{1, 1, 0xc1}, "1e400", "-inf", "0x10", uint8(0x7f), true)
-	f.Add([]byte(crashValue), far, " 12 ", "", uint8(0x23), false)
+	f.Add([]byte(stored), uint8(0), "", uint16(0), true)
+	f.Add([]byte(stored), uint8(offState), "s", uint16(0), true)
+	f.Add([]byte(stored), uint8(offState), "-", uint16(0), false)
+	f.Add([]byte(stored), uint8(offLease), "9999999999999", uint16(0), false)
+	f.Add([]byte(stored), uint8(offToken), "someone-else", uint16(0), true)
+	f.Add([]byte(stored), uint8(offExpiry), "garbage", uint16(0), true)
+	f.Add([]byte(stored), uint8(offWaiters), "9999", uint16(0), false)
+	f.Add([]byte(stored), uint8(offGroups), "00000099", uint16(0), true)
+	f.Add([]byte{1, 1, 0xc1}, uint8(offGrant), "nan", uint16(50), true)
+	f.Add([]byte(crashValue), uint8(0), "C3", uint16(0), false)
 
 	rdb, _ := testenv.Redis(f)
 	rec := &testenv.Errors{}
 	p := New(Settings{
-		Redis: rdb, Prefix: testenv.Prefix(), TTL: time.Minute,
+		Redis: rdb, Prefix: testenv.Prefix(), TTL: time.Minute, LeaseTTL: time.Second,
 		HerdRetryCount: 2, HerdRetryTime: time.Millisecond, ErrorHook: rec.Hook,
 	})
 	if err := p.Err(); err != nil {
 		f.Fatal(err)
 	}
 	ctx := context.Background()
-	hash := p.set.Prefix + "meta"
-	f.Cleanup(func() { rdb.Del(ctx, hash) })
+	e, err := p.parseEntry("meta")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { rdb.Del(ctx, e.key) })
 	var runs atomic.Int64
 	loader := func(context.Context, int) (string, error) { runs.Add(1); return "loaded", nil }
 	wrap := func(mode StaleMode) func(context.Context, int) (string, error) {
@@ -229,38 +235,26 @@ func FuzzEntryMetadata(f *testing.F) {
 	}
 	staleOn, staleOff := wrap(StaleOn), wrap(StaleOff)
 
-	f.Fuzz(func(t *testing.T, v []byte, x, lt, size string, set uint8, stale bool) {
-		if err := rdb.Del(ctx, hash).Err(); err != nil {
+	f.Fuzz(func(t *testing.T, v []byte, off uint8, s string, cut uint16, stale bool) {
+		value := storedValue(ms(time.Minute), "", v)
+		at := int(off) % headerLen
+		if at+len(s) > len(value) {
+			s = s[:len(value)-at]
+		}
+		copy(value[at:], s)
+		if cut > 0 && int(cut) < len(value) {
+			value = value[:cut]
+		}
+		if err := rdb.Set(ctx, e.key, value, time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
 		rec.Take()
 		before := p.Stats().Total
-		fields := []any{}
-		add := func(bit uint8, k string, val any) {
-			if set&bit != 0 {
-				fields = append(fields, k, val)
-			}
-		}
-		add(1, "v:base", v)
-		add(2, "x:base", x)
-		add(4, "d:base", "1")
-		add(8, "l:base", "someone")
-		add(16, "t:base", lt)
-		add(32, "#s", size)
-		for i := range int(set>>6) * 30 {
-			g := strconv.Itoa(i)
-			fields = append(fields, "v:g"+g, v, "x:g"+g, x, "l:g"+g, "o", "t:g"+g, lt)
-		}
-		if len(fields) > 0 {
-			if err := rdb.HSet(ctx, hash, fields...).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
 		call := staleOff
 		if stale {
 			call = staleOn
 		}
-		// The value stored in v:, if it decodes: a call may return it.
+		// The value stored, if it decodes: a call may return it.
 		want := map[string]bool{"loaded": true}
 		if s, err := decode[string](MsgpackCodec{}, v); err == nil {
 			want[s] = true
@@ -271,15 +265,17 @@ func FuzzEntryMetadata(f *testing.F) {
 				t.Fatalf("%s: got %q, %v; want the loader's value", step, got, err)
 			}
 		}
-		got, err := call(ctx, 0)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		got, err := call(cctx, 0)
 		check("first call", got, err)
 		_, err = p.InvalidateKeys(ctx, "meta>base")
 		check("invalidate entry", "loaded", err)
-		got, err = call(ctx, 0)
+		got, err = call(cctx, 0)
 		check("second call", got, err)
 		_, err = p.InvalidateKeys(ctx, "meta")
 		check("invalidate hash", "loaded", err)
-		got, err = call(ctx, 0)
+		got, err = call(cctx, 0)
 		check("third call", got, err)
 
 		for _, err := range rec.Take() {
@@ -290,32 +286,10 @@ func FuzzEntryMetadata(f *testing.F) {
 		if n := p.Stats().Total.RedisErrors - before.RedisErrors; n != 0 {
 			t.Fatalf("%d Redis errors", n)
 		}
-		// What a call read and did not find numeric, it repaired.
-		for _, k := range []string{"x:base", "t:base"} {
-			s, err := rdb.HGet(ctx, hash, k).Result()
-			if errors.Is(err, redis.Nil) {
-				continue
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n, err := strconv.ParseFloat(strings.TrimSpace(s), 64); (err != nil && !isLuaNumber(s)) || math.IsInf(n, 0) || math.IsNaN(n) {
-				t.Fatalf("%s is still %q", k, s)
-			}
+		if d, err := rdb.PTTL(ctx, e.key).Result(); err != nil || d == -1 {
+			t.Fatalf("PTTL %v, %v: the entry has no TTL", d, err)
 		}
 	})
-}
-
-// isLuaNumber reports whether Lua's tonumber reads s as a number that
-// strconv.ParseFloat does not (hexadecimal).
-func isLuaNumber(s string) bool {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
-	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
-		_, err := strconv.ParseUint(s[2:], 16, 64)
-		return err == nil
-	}
-	return false
 }
 
 // fuzzKeyer is a model whose CacheKey is whatever the fuzzer gives.

@@ -306,6 +306,10 @@ func (h *faultHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *faultHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "client" {
+			// A new connection's setup: not one of the plugin's pipelines.
+			return next(ctx, cmds)
+		}
 		if h.on.Load() || h.pipelines.Add(-1) >= 0 {
 			for _, cmd := range cmds {
 				cmd.SetErr(errInjected)

@@ -27,30 +27,45 @@ import (
 // finding an empty set, and a failure is reported as such, never as "0
 // entries hit".
 
-// InvalidateKeys invalidates cache entries by key, in one Redis round trip
-// for any number of keys (upstream create_invalidation(key=...)). A key
-// "hash>field" invalidates that field; a key "hash" without '>' invalidates
-// every field of the hash. It returns how many entries held a valid value
-// or were being computed.
+// InvalidateKeys invalidates cache entries by key (upstream
+// create_invalidation(key=...)). A key "hash>field" invalidates that field:
+// one Redis round trip for any number of such keys. A key "hash" without
+// '>' invalidates every field of the hash: the entry "hash" itself, and
+// the members of the hash's index, which every other field joined when it
+// was stored (three round trips, as for a group). It returns how many
+// entries held a valid value or were being computed; a field whose first
+// computation is still running is not yet in its hash's index, and is not
+// counted (its result is refused all the same).
 func (p *Plugin) InvalidateKeys(ctx context.Context, keys ...string) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
 	}
 	entries := make([]entry, 0, len(keys))
+	var indexes []string
+	seen := map[string]bool{}
 	for _, k := range keys {
 		h, f, err := p.hashKey(k)
 		if err != nil {
 			return 0, err
 		}
-		entries = append(entries, entry{hash: h, field: f})
+		if f == "" {
+			f = defaultField
+			if idx := hashIndex(h); !seen[idx] {
+				seen[idx] = true
+				indexes = append(indexes, idx)
+			}
+		}
+		entries = append(entries, newEntry(h, f))
 	}
-	return p.invalidation(nil, entries).run(ctx, p, 0)
+	return p.invalidation(indexes, dedupeEntries(entries)).run(ctx, p, 0)
 }
 
 // InvalidateGroups invalidates every member of the named invalidation
 // groups (upstream create_invalidation(invalid_key=...)): three Redis round
-// trips for any number of groups and members (one when they are empty). It
-// returns how many entries it hit.
+// trips for any number of groups and members (one when they are empty),
+// with one script call per batch of keys (per server, or per Cluster slot;
+// at most 1000 keys each) rather than one per member. It returns how many
+// entries it hit.
 func (p *Plugin) InvalidateGroups(ctx context.Context, names ...string) (int, error) {
 	if err := p.Err(); err != nil {
 		return 0, err
@@ -236,30 +251,40 @@ func (inv *invalidation) run(ctx context.Context, p *Plugin, retries int) (int, 
 }
 
 // once runs the three steps once (see the invariant above) and keeps in inv
-// only what failed.
+// only what failed. The sets are marked in the same round trip as the
+// entries named directly are invalidated, so that invalidating keys costs
+// one round trip, and a key's hash index (empty unless the hash has
+// fields) no more.
 func (inv *invalidation) once(ctx context.Context, p *Plugin) (int, error) {
 	var errs []error
-	marked, failedIdx, err := p.markIndexes(ctx, inv.indexes)
+	mcalls, mbatches := p.markCalls(inv.indexes)
+	ecalls, ebatches := p.entryCalls(inv.entries)
+	cmds, err := p.runWrites(ctx, append(mcalls, ecalls...))
 	errs = append(errs, err)
-	entries := inv.entries
-	for _, m := range marked {
-		entries = append(entries, m.entries...)
+	marked, failedIdx := markResults(inv.indexes, mbatches, cmds[:len(mcalls)])
+	hit, failed := entryResults(inv.entries, ebatches, cmds[len(mcalls):])
+	direct := make(map[entry]bool, len(inv.entries))
+	for _, e := range inv.entries {
+		direct[e] = true
 	}
-	hit, failed, err := p.invalidateEntries(ctx, dedupeEntries(entries))
+	var members []entry
+	for _, m := range marked {
+		for _, e := range m.entries {
+			if !direct[e] {
+				members = append(members, e)
+			}
+		}
+	}
+	n, failedMembers, err := p.invalidateEntries(ctx, dedupeEntries(members))
+	hit += n
 	errs = append(errs, err)
-	bad := make(map[entry]bool, len(failed))
-	for _, e := range failed {
+	bad := make(map[entry]bool, len(failed)+len(failedMembers))
+	for _, e := range append(failed, failedMembers...) {
 		bad[e] = true
 	}
 	// A set whose members failed is done again whole, so only the entries
 	// named directly are kept.
-	var keep []entry
-	for _, e := range inv.entries {
-		if bad[e] {
-			keep = append(keep, e)
-		}
-	}
-	inv.entries = keep
+	inv.entries = failed
 	// Drop the members of the sets whose entries are all marked.
 	var done []markedIndex
 	for _, m := range marked {

@@ -22,45 +22,83 @@ const (
 	groupSuffix   = ":invalid"
 	tagSuffix     = ":tag"
 	fieldSep      = ">"
+	wakeSuffix    = "wake" // after an entry's key: its wake-up list
 	groupSep      = "\x00" // between the group names of an entry (g:f); no name holds NUL
 	reservedError = "ends with a reserved suffix (%q)"
 )
 
-// entry is one cache entry: a field of a Redis hash.
+// entry is one cache entry: its own Redis key, the prefix, the user key's
+// hash part, '>', its field and a closing '>' ("CM:book:1>base>"). The
+// closing '>' keeps entry keys apart from group and tag keys (which end
+// with a reserved suffix) and from the hash indexes ("CM:book:1>", one '>').
 type entry struct {
-	hash  string // full Redis key of the hash, prefix included
-	field string // field inside the hash
+	key  string // the Redis key
+	hash int    // length of the hash part of key, prefix included
 }
 
-// member returns the entry's name in group and tag sets.
-func (e entry) member() string { return e.hash + fieldSep + e.field }
+// member returns the entry's name in group and tag sets, hooks and errors:
+// its key without the closing '>' ("CM:book:1>base").
+func (e entry) member() string { return e.key[:len(e.key)-1] }
 
 // String returns the full key, as hooks and errors show it.
 func (e entry) String() string { return e.member() }
+
+// hashKey returns the hash part of the entry, prefix included ("CM:book:1").
+func (e entry) hashKey() string { return e.key[:e.hash] }
+
+// field returns the entry's field ("base" for a key without '>').
+func (e entry) field() string { return e.key[e.hash+1 : len(e.key)-1] }
+
+// index returns the Redis key of the hash index the entry joins ("" for
+// the field "base"): InvalidateKeys("hash") invalidates its members.
+func (e entry) index() string {
+	if e.field() == defaultField {
+		return ""
+	}
+	return hashIndex(e.hashKey())
+}
+
+// wakeKey returns the Redis key of the list that wakes the callers of
+// other processes waiting for the entry's computation ("CM:book:1>base>wake").
+func (e entry) wakeKey() string { return e.key + wakeSuffix }
+
+// hashIndex returns the Redis key of the index of a hash's fields: a sorted
+// set like a group, which every entry of the hash but "base" joins.
+func hashIndex(hash string) string { return hash + fieldSep }
+
+// newEntry returns the entry of field in hash (prefix included).
+func newEntry(hash, field string) entry {
+	return entry{key: hash + fieldSep + field + fieldSep, hash: len(hash)}
+}
 
 // parseEntry turns a memoized key ("hash" or "hash>field") into an entry.
 // Only the first '>' splits: "a>b>c" is field "b>c" of hash "a". The field
 // "base" is reserved: "a" is stored there, and "a>base" is an error wrapping
 // ErrInvalidKey rather than a second name for the same entry.
 func (p *Plugin) parseEntry(key string) (entry, error) {
-	h, field, err := p.hashKey(key)
+	h, field, err := splitKey(key)
 	if err != nil {
 		return entry{}, err
 	}
+	n := len(p.set.Prefix) + len(h)
 	switch field {
 	case "":
-		field = defaultField
+		// One allocation: prefix, key, ">base>".
+		return entry{key: p.set.Prefix + key + fieldSep + defaultField + fieldSep, hash: n}, nil
 	case defaultField:
 		return entry{}, fmt.Errorf("%w: key %q uses the field %q reserved for keys without %q",
 			ErrInvalidKey, key, defaultField, fieldSep)
 	}
-	return entry{hash: h, field: field}, nil
+	return entry{key: p.set.Prefix + key + fieldSep, hash: n}, nil
 }
 
 // entryFromMember turns a group or tag member back into an entry.
 func entryFromMember(m string) (entry, bool) {
 	hash, field, ok := strings.Cut(m, fieldSep)
-	return entry{hash: hash, field: field}, ok && hash != "" && field != ""
+	if !ok || hash == "" || field == "" {
+		return entry{}, false
+	}
+	return entry{key: m + fieldSep, hash: len(hash)}, true
 }
 
 // groupKey returns the Redis key of the invalidation group name.
@@ -85,6 +123,16 @@ func (p *Plugin) tagKey(tag string) (string, error) {
 // tag set. The field "base" is allowed: to InvalidateKeys it names the
 // entry of the key without '>'.
 func (p *Plugin) hashKey(key string) (string, string, error) {
+	hash, field, err := splitKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	return p.set.Prefix + hash, field, nil
+}
+
+// splitKey checks a user key and splits it at its first '>', without
+// allocating: the hash (without the prefix) and the field ("" for none).
+func splitKey(key string) (string, string, error) {
 	if err := checkName("key", key); err != nil {
 		return "", "", err
 	}
@@ -92,12 +140,12 @@ func (p *Plugin) hashKey(key string) (string, string, error) {
 	if hash == "" || ok && field == "" {
 		return "", "", fmt.Errorf("%w: key %q has an empty hash or field", ErrInvalidKey, key)
 	}
-	for _, suffix := range []string{groupSuffix, tagSuffix} {
+	for _, suffix := range [...]string{groupSuffix, tagSuffix} {
 		if strings.HasSuffix(hash, suffix) {
 			return "", "", fmt.Errorf("%w: key %q "+reservedError, ErrInvalidKey, key, suffix)
 		}
 	}
-	return p.set.Prefix + hash, field, nil
+	return hash, field, nil
 }
 
 // checkName rejects an empty key, group name or tag, and one that holds a

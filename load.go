@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -53,33 +54,87 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
-// run memoizes one call. A hit costs one Redis round trip; a miss three
-// (read and lease, join the groups and tag, store).
+// maxCorrupt bounds the reads of an entry whose stored value this process
+// cannot decode: after that many, another writer keeps storing what this
+// one cannot read (a different codec), and the call computes without the
+// cache.
+const maxCorrupt = 3
+
+// run memoizes one call. A hit costs one Redis round trip (SET NX GET, see
+// readFast); a common miss two on a single server (that one, which takes
+// the lease, and the store); see doc.go. Concurrent calls of one entry in
+// this process share one flight (flight.go): only its leader reads Redis.
 func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
-	var zero R
-	token := p.token()
+	for {
+		f, leader := p.flights.join(l.e.key)
+		if leader {
+			return lead(ctx, p, l, f)
+		}
+		if v, done, err := follow(ctx, p, l, f); done {
+			return v, err
+		}
+	}
+}
+
+// lead runs a call as the leader of its flight and sets the flight's
+// outcome for the followers.
+//
+// Once it ended the flight early (serving its followers a stale value), the
+// leader writes to a detached flight: followers read the outcome once the
+// flight ends, and nothing may write it after that.
+func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err error) {
+	lh := p.newLeaseHeader()
+	defer func() {
+		putLeaseHeader(lh)
+		if v := recover(); v != nil {
+			pe, ok := v.(*PanicError)
+			if !ok {
+				pe = &PanicError{Key: l.e.String(), Value: v}
+			}
+			f.err = pe
+			p.flights.end(l.e.key, f)
+			panic(v)
+		}
+		if ctx.Err() != nil && err != nil {
+			f.retry = true // our caller gave up, not theirs
+		}
+		p.flights.end(l.e.key, f)
+	}()
+	var herdEnd time.Time // when the wait HerdRetryCount bounds runs out
 	done, err := p.allow()
 	if err != nil {
-		return bypass(ctx, p, l, err)
+		return bypass(ctx, p, l, f, err)
 	}
-	// A call inside another computation passes its groups up (capture.go).
-	outer := recorderFrom(ctx)
-	res, err := p.read(ctx, l.e, l.stale, token, true, outer != nil)
+	res, err := p.readFast(ctx, l.e, lh)
 	done(err)
 	if err != nil {
-		return bypass(ctx, p, l, err)
+		return bypass(ctx, p, l, f, err)
 	}
+	token := ""
+	waited := false
 	for attempt := 0; ; attempt++ {
+		if res.status == statusOther || res.status == statusLease && token == "" {
+			token = lh.token()
+		}
+		if res.status == statusOther {
+			if res, err = p.readSlow(ctx, l.e, l.stale, token); err != nil {
+				return bypass(ctx, p, l, f, err)
+			}
+		}
 		if res.corruptMeta {
-			// readScript treated it as absent and repaired it.
+			// readScript treated it as absent and dropped it.
 			p.reg.add(l.tagC, corrupt, 1)
-			p.report(ctx, fmt.Errorf("%w: %s: expiry or lease time is not a number", ErrCorrupt, l.e))
+			p.report(ctx, fmt.Errorf("%w: %s: the key holds no valid entry", ErrCorrupt, l.e))
 		}
 		switch res.status {
 		case statusHit, statusStale:
-			v, derr := decode[R](l.codecOf(p), res.value)
+			h, _ := parseHeader(res.value)
+			v, derr := decode[R](l.codecOf(p), bytesOf(h.blob))
 			if derr == nil {
-				outer.add(res.groups...)
+				// A call inside another computation passes its groups up
+				// (capture.go), as its followers do.
+				recorderFrom(ctx).add(splitGroups(h.groups)...)
+				f.groups, f.groupsKnown = h.groups, true
 				if res.status == statusStale {
 					p.reg.add(l.tagC, staleServed, 1)
 				} else {
@@ -88,59 +143,100 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 				if attempt == 0 && l.hit != nil {
 					l.hit(ctx, v)
 				}
+				f.how, f.blob = res.status, h.blob
+				if waited {
+					f.how = outcomeComputed
+				}
 				return v, nil
 			}
 			// Undecodable: report, drop it, and compute afresh.
 			p.reg.add(l.tagC, corrupt, 1)
 			p.report(ctx, fmt.Errorf("%s: %w", l.e, derr))
-			if attempt >= p.set.HerdRetryCount {
+			if attempt >= maxCorrupt {
 				// Another writer keeps storing what this one cannot read
 				// (a different codec): compute without the cache.
+				f.retry = true
 				return l.fn(ctx)
 			}
 			if _, _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
-				return bypass(ctx, p, l, err)
+				return bypass(ctx, p, l, f, err)
 			}
-			if res, err = p.read(ctx, l.e, false, token, true, outer != nil); err != nil {
-				return bypass(ctx, p, l, err)
-			}
+			res = readResult{status: statusOther}
 			continue
 		case statusLease:
-			return compute(ctx, p, l, token, res.leaseAt)
-		case statusWait:
-			if attempt == 0 {
-				p.reg.add(l.tagC, herdWaits, 1)
+			if h, ok := parseHeader(res.value); ok && l.stale {
+				// The previous value is served to the followers while
+				// this caller recomputes it.
+				f.how, f.blob = statusStale, h.blob
+				f.groups, f.groupsKnown = h.groups, true
+				p.flights.end(l.e.key, f)
+				f = &flight{}
 			}
-			if attempt >= p.set.HerdRetryCount {
+			return compute(ctx, p, l, f, token, res.sent)
+		case statusWait:
+			left := res.wait
+			if !waited {
+				p.reg.add(l.tagC, herdWaits, 1)
+				waited = true
+				if b := p.herdBound(); b > 0 {
+					herdEnd = time.Now().Add(b)
+				}
+			}
+			if !herdEnd.IsZero() {
+				left = min(left, time.Until(herdEnd))
+			}
+			woken, err := p.await(ctx, l.e, left)
+			if err != nil {
+				return bypass(ctx, p, l, f, err)
+			}
+			if !woken && !herdEnd.IsZero() && !time.Now().Before(herdEnd) {
 				// The wait ran out: compute without the lease, store nothing.
 				p.reg.add(l.tagC, herdTimeouts, 1)
 				if l.miss != nil {
 					l.miss(ctx)
 				}
-				return l.fn(ctx)
+				return share(p, f, l.codecOf(p), l.fn)(ctx)
 			}
-			t := time.NewTimer(p.set.HerdRetryTime)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return zero, ctx.Err()
-			case <-t.C:
+			if !woken {
+				p.reg.add(l.tagC, herdTimeouts, 1)
 			}
-			if res, err = p.read(ctx, l.e, l.stale, token, true, outer != nil); err != nil {
-				return bypass(ctx, p, l, err)
+			if res, err = p.readFast(ctx, l.e, lh); err != nil {
+				return bypass(ctx, p, l, f, err)
 			}
 		default:
-			return bypass(ctx, p, l, redisErr("read", l.e.String(), fmt.Errorf("unexpected status %d", res.status)))
+			return bypass(ctx, p, l, f, redisErr("read", l.e.String(), fmt.Errorf("unexpected status %d", res.status)))
+		}
+	}
+}
+
+// await blocks until another process's computation of e wakes this one
+// (see wake), or the lease it holds runs out (left, and a little more).
+// It reports whether it was woken; the caller's context ends the wait
+// within one BLPOP (see waitWake).
+func (p *Plugin) await(ctx context.Context, e entry, left time.Duration) (bool, error) {
+	deadline := time.Now().Add(waitFor(left))
+	for {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return false, nil
+		}
+		woken, err := p.waitWake(ctx, e, d)
+		if err != nil || woken {
+			return woken, err
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
 		}
 	}
 }
 
 // bypass handles a Redis failure before the function ran: fail-open calls
-// the function without the cache, fail-closed returns the error.
-func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, error) {
+// the function without the cache, fail-closed returns the error. Followers
+// of the flight get the same outcome.
+func bypass[R any](ctx context.Context, p *Plugin, l load[R], f *flight, err error) (R, error) {
+	var zero R
 	if ctx.Err() != nil {
 		// The caller gave up: not a Redis failure, and no reason to run.
-		var zero R
 		return zero, ctx.Err()
 	}
 	open := errors.Is(err, ErrBreakerOpen)
@@ -150,29 +246,57 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], err error) (R, err
 		p.reg.add(l.tagC, redisErrors, 1)
 	}
 	if p.set.FailClosed {
-		var zero R
+		f.err = err
 		return zero, err
 	}
 	if !open {
 		p.report(ctx, err)
 	}
-	return l.fn(ctx)
+	return share(p, f, l.codecOf(p), l.fn)(ctx)
+}
+
+// share returns fn, run without the cache, its outcome shared with the
+// followers of f: its error, or its result encoded for them to decode.
+//
+// Its groups are unknown (the value is not stored): a follower inside
+// another computation runs on its own (see follow).
+func share[R any](p *Plugin, f *flight, codec Codec, fn func(context.Context) (R, error)) func(context.Context) (R, error) {
+	return func(ctx context.Context) (R, error) {
+		r, err := fn(ctx)
+		if err != nil {
+			f.err = err
+			return r, err
+		}
+		f.retry = true
+		if p.flights.followers(f) {
+			if blob, err := encode(codec, r); err == nil {
+				f.how, f.blob, f.retry = outcomeComputed, stringOf(blob), false
+			}
+		}
+		return r, nil
+	}
 }
 
 // compute runs the function under the lease and stores its result unless an
 // invalidation overtook it. Errors after the function ran are reported, not
 // returned: the caller gets the result (a codec's panic is such an error).
 // A panic of the function or a callback releases the lease at once, so
-// that waiters take over, and is raised again as a *PanicError.
-func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, leaseAt int64) (r R, err error) {
+// that waiters take over, and is raised again as a *PanicError. Callers of
+// other processes waiting for the lease are woken in every case.
+func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token string, sent time.Time) (r R, err error) {
 	// The function reads its data after this moment: an invalidation
 	// before it cannot make the result stale.
 	started := time.Now()
 	sctx := context.WithoutCancel(ctx)
+	giveUp := func() {
+		n, err := p.release(sctx, l.e, token)
+		p.report(ctx, err)
+		p.report(ctx, p.wake(sctx, l.e, n))
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			p.reg.add(l.tagC, loaderErrors, 1)
-			p.report(ctx, p.release(sctx, l.e, token))
+			giveUp()
 			if pe, ok := v.(*PanicError); ok {
 				panic(pe)
 			}
@@ -188,7 +312,8 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 	}
 	if r, err = l.fn(fctx); err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
-		p.report(ctx, p.release(sctx, l.e, token))
+		giveUp()
+		f.err = err
 		return r, err
 	}
 	p.reg.add(l.tagC, misses, 1)
@@ -196,17 +321,24 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 	if rec != nil {
 		var why string
 		if captured, why = rec.result(); why != "" {
-			// Returned, never stored (see capture.go).
+			// Returned, never stored nor shared (see capture.go): it
+			// may hold a transaction's uncommitted rows.
 			p.reg.add(l.tagC, uncached, 1)
-			p.report(ctx, p.release(sctx, l.e, token))
-			if outer := recorderFrom(ctx); outer != nil {
-				outer.spoil(why)
-			}
+			f.retry = true
+			giveUp()
+			recorderFrom(ctx).spoil(why)
 			return r, nil
 		}
 	}
 	// The caller gets r whatever happens below; storing is best effort.
-	if err := storeResult(sctx, p, l, token, started, leaseAt, r, captured); err != nil {
+	blob, groups, waiters, err := storeResult(sctx, p, l, token, started, sent, r, captured)
+	if blob != nil {
+		f.how, f.blob = outcomeComputed, stringOf(blob)
+		f.groups, f.groupsKnown = groups, true
+	} else {
+		f.retry = true
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, errOvertaken):
 			p.reg.add(l.tagC, conflicts, 1)
@@ -216,36 +348,46 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 		default: // the result cannot be encoded, or a group is invalid
 			p.report(ctx, err)
 		}
-		p.report(ctx, p.release(sctx, l.e, token))
+		giveUp()
+		return r, nil
 	}
+	p.report(ctx, p.wake(sctx, l.e, waiters))
 	return r, nil
 }
 
 // errOvertaken means an invalidation came after the computation started.
 var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 
-// storeResult stores r, joining the groups its spec names and the groups
-// captured from the reads that computed it; an enclosing computation
-// (capture.go) gets them all.
-func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64, r R, captured []string) error {
+// storeResult encodes r and stores it with its groups, the ones its spec
+// names and the ones captured from the reads that computed it: on a single
+// server in one round trip (storeScript checks the lease and every set's
+// marker, stores and joins); on several servers it first joins the sets
+// (join), then stores. An enclosing computation (capture.go) gets the
+// groups too. It returns the encoded value (nil if it could not be
+// encoded), its groups (NUL-separated) and how many callers of other
+// processes wait to be woken.
+func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started, sent time.Time, r R, captured []string) ([]byte, string, int, error) {
 	blob, err := encode(l.codecOf(p), r)
 	if err != nil {
-		return err
+		return nil, "", 0, err
 	}
 	var names []string
 	if l.groups != nil {
 		if names, err = l.groups(r); err != nil {
-			return err
+			return blob, "", 0, err
 		}
 	}
 	names = append(names, captured...)
 	recorderFrom(ctx).add(names...)
-	indexes := make([]string, 0, len(names)+1)
+	indexes := make([]string, 0, len(names)+2)
 	tk, err := p.tagKey(l.tag)
 	if err != nil {
-		return err
+		return blob, "", 0, err
 	}
 	indexes = append(indexes, tk)
+	if hi := l.e.index(); hi != "" {
+		indexes = append(indexes, hi)
+	}
 	seen := map[string]bool{}
 	joined := names[:0:0]
 	for _, n := range names {
@@ -255,31 +397,47 @@ func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string,
 		seen[n] = true
 		gk, err := p.groupKey(n)
 		if err != nil {
-			return err
+			return blob, "", 0, err
 		}
 		indexes = append(indexes, gk)
 		joined = append(joined, n)
 	}
+	groups := strings.Join(joined, groupSep)
+	if len(groups) > maxGroupLen {
+		return blob, "", 0, fmt.Errorf("%w: %s: the names of its %d groups take %d bytes, over %d", ErrInvalidKey, l.e, len(joined), len(groups), maxGroupLen)
+	}
 	if time.Since(started) >= p.set.LeaseTTL {
-		return errOvertaken
+		return blob, "", 0, errOvertaken
 	}
-	ok, err := p.join(ctx, l.e, indexes, l.ttl, started, leaseAt)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errOvertaken
-	}
-	var keep time.Duration
+	var keep int64
 	if l.stale {
-		keep = p.set.StaleTTL
+		keep = ms(p.set.StaleTTL)
 	}
-	stored, err := p.store(ctx, l.e, token, blob, l.ttl, keep, joined)
+	value := storedValue(keep, groups, blob)
+	if !p.oneServer() {
+		ok, err := p.join(ctx, l.e, indexes, l.ttl, started)
+		if err != nil {
+			return blob, "", 0, err
+		}
+		if !ok {
+			return blob, "", 0, errOvertaken
+		}
+		indexes = nil
+	}
+	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes, sent)
 	if err != nil {
-		return err
+		return blob, "", 0, err
 	}
 	if !stored {
-		return errOvertaken
+		return blob, groups, waiters, errOvertaken
 	}
-	return nil
+	return blob, groups, waiters, nil
+}
+
+// splitGroups returns the group names of an entry's groups field.
+func splitGroups(g string) []string {
+	if g == "" {
+		return nil
+	}
+	return strings.Split(g, groupSep)
 }

@@ -3,73 +3,110 @@ package cacheme_test
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/gormcacheme/cacheme"
 )
 
-// Garbage in an entry's metadata (its expiry, its lease time, the hash's
-// sweep size) is corrupt: the entry is treated as absent or its lease as
-// run out, recomputed and repaired, counted as Corrupt and reported as
+// entryValue returns a valid stored value of v (msgpack) for tests that
+// write entries by hand.
+func entryValue(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(v)
+	ok(t, err)
+	return cacheme.EntryValue(append([]byte{1, 1}, b...), 0, "")
+}
+
+// patch returns v with s written at offset off.
+func patch(v []byte, off int, s string) []byte {
+	out := append([]byte(nil), v...)
+	copy(out[off:], s)
+	return out
+}
+
+// Garbage in an entry's key (its header's magic, state, times, token,
+// counts, or a key of another type) is corrupt: the entry is treated as
+// absent, recomputed and overwritten, counted as Corrupt and reported as
 // ErrCorrupt. No script fails.
 func TestCorruptMetadata(t *testing.T) {
 	ctx := context.Background()
-	garbage := []string{"garbage", "", "nan", "inf", "-inf", "1e400", "12abc"}
+	good := entryValue(t, int64(99))
 	cases := []struct {
-		name   string
-		fields func(v string) []any // written after the first call
-		field  string               // must be a number (or gone) afterwards
+		name  string
+		value []byte
 	}{
-		{"expiry", func(v string) []any { return []any{"x:base", v} }, "x:base"},
-		{"lease time", func(v string) []any { return []any{"d:base", "1", "l:base", "someone", "t:base", v} }, "t:base"},
-		{"sweep size", func(v string) []any { return []any{"d:base", "1", "#s", v} }, "#s"},
+		{"magic", patch(good, 0, "XX")},
+		{"state", patch(good, cacheme.OffState, "?")},
+		{"expiry", patch(good, cacheme.OffExpiry, "12abc")},
+		{"lease time", patch(good, cacheme.OffLease, "-inf")},
+		{"grant time", patch(good, cacheme.OffGrant, "nan")},
+		{"keep", patch(good, cacheme.OffKeep, " 1e400")},
+		{"waiters", patch(good, cacheme.OffWaiters, "x")},
+		{"groups length", patch(good, cacheme.OffGroups, "99999999")},
+		{"short", good[:cacheme.HeaderLen-1]},
+		{"empty", nil},
 	}
 	for _, c := range cases {
-		for _, g := range garbage {
-			for _, mode := range []cacheme.StaleMode{cacheme.StaleOn, cacheme.StaleOff} {
-				t.Run(c.name+"/"+strconv.Quote(g)+"/stale="+strconv.FormatBool(mode == cacheme.StaleOn), func(t *testing.T) {
-					rec := &errRecorder{}
-					p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
-					var n counter
-					f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "meta" }, Stale: mode}, n.fn)
-					equals(t, call(t, f, 0), 1)
-					hash := p.Settings().Prefix + "meta"
-					ok(t, rdb.HSet(ctx, hash, c.fields(g)...).Err())
-					equals(t, call(t, f, 0), 2)
-					equals(t, call(t, f, 0), 2)
-					st := p.Stats().Total
-					equals(t, st.Corrupt, 1)
-					equals(t, st.RedisErrors, 0)
-					equals(t, st.Hits, 1)
-					if !rec.Has(cacheme.ErrCorrupt) {
-						t.Fatalf("reported %v; want ErrCorrupt", rec.All())
-					}
-					if rec.Has(cacheme.ErrRedis) {
-						t.Fatalf("reported %v; want no Redis error", rec.All())
-					}
-					if s, err := rdb.HGet(ctx, hash, c.field).Result(); err == nil {
-						if _, err := strconv.ParseFloat(s, 64); err != nil || strings.Contains(s, "n") {
-							t.Fatalf("%s is still %q", c.field, s)
-						}
-					}
-				})
-			}
+		for _, mode := range []cacheme.StaleMode{cacheme.StaleOn, cacheme.StaleOff} {
+			t.Run(c.name+"/stale="+strconv.FormatBool(mode == cacheme.StaleOn), func(t *testing.T) {
+				rec := &errRecorder{}
+				p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
+				var c2 counter
+				f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "m" }, Stale: mode}, c2.fn)
+				key := cacheme.EntryKey(p, "m")
+				ok(t, rdb.Set(ctx, key, c.value, 0).Err())
+				equals(t, call(t, f, 0), 1)
+				equals(t, call(t, f, 0), 1)
+				st := p.Stats().Total
+				equals(t, st.Corrupt, 1)
+				equals(t, st.RedisErrors, 0)
+				if !rec.Has(cacheme.ErrCorrupt) {
+					t.Fatalf("reported %v; want ErrCorrupt", rec.All())
+				}
+				d, err := rdb.PTTL(ctx, key).Result()
+				ok(t, err)
+				if d <= 0 {
+					t.Fatalf("PTTL %v: the repaired entry has no TTL", d)
+				}
+			})
 		}
 	}
+	t.Run("wrong type", func(t *testing.T) {
+		rec := &errRecorder{}
+		p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook})
+		var c2 counter
+		f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "m" }}, c2.fn)
+		ok(t, rdb.HSet(ctx, cacheme.EntryKey(p, "m"), "v:base", "x").Err())
+		equals(t, call(t, f, 0), 1)
+		equals(t, call(t, f, 0), 1)
+		equals(t, p.Stats().Total.Corrupt, 1)
+		equals(t, p.Stats().Total.RedisErrors, 0)
+		hit, err := p.InvalidateKeys(ctx, "m")
+		ok(t, err)
+		equals(t, hit, 1)
+		ok(t, rdb.Del(ctx, cacheme.EntryKey(p, "m")).Err())
+		ok(t, rdb.HSet(ctx, cacheme.EntryKey(p, "m"), "v:base", "x").Err())
+		_, err = p.InvalidateKeys(ctx, "m")
+		ok(t, err)
+		n, err := rdb.Exists(ctx, cacheme.EntryKey(p, "m")).Result()
+		ok(t, err)
+		equals(t, n, 0)
+	})
 }
 
-// A lease whose time is corrupt cannot store: the computation holding it
-// keeps its result to itself, and one that took the lease over stores.
-// Whatever was written to t:, no value computed before an invalidation is
-// stored after it.
+// A lease whose header is corrupted while its computation runs cannot
+// store: the computation keeps its result to itself, and one that took the
+// lease over stores. Whatever was written, no value computed before an
+// invalidation is stored after it.
 func TestCorruptLeaseCannotStore(t *testing.T) {
 	ctx := context.Background()
 	for _, takeOver := range []bool{false, true} {
 		t.Run("takeover="+strconv.FormatBool(takeOver), func(t *testing.T) {
 			p, rdb := newPlugin(t, cacheme.Settings{})
-			hash := p.Settings().Prefix + "lease"
+			key := cacheme.EntryKey(p, "lease")
 			g := newGate()
 			var runs atomic.Int64
 			f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "lease" }, Stale: cacheme.StaleOff},
@@ -82,22 +119,21 @@ func TestCorruptLeaseCannotStore(t *testing.T) {
 				})
 			first := goCall(f, 0)
 			g.awaitStarted(t)
-			ok(t, rdb.HSet(ctx, hash, "t:base", "garbage").Err())
+			ok(t, rdb.SetRange(ctx, key, cacheme.OffLease, "garbage").Err())
 			if takeOver {
-				equals(t, call(t, f, 0), 2) // took the lease over, stored
+				// Another process (plugin) takes the corrupt lease over.
+				other := newPluginOn(t, rdb, cacheme.Settings{Prefix: p.Settings().Prefix})
+				fo := mustWrap(t, other, cacheme.Spec[int, int64]{Key: func(int) string { return "lease" }, Stale: cacheme.StaleOff},
+					func(_ context.Context, n int) (int64, error) { return runs.Add(1), nil })
+				equals(t, call(t, fo, 0), 2) // took the lease over, stored
+				equals(t, other.Stats().Total.Corrupt, 1)
 			}
 			g.open()
 			r := recv(t, first)
 			ok(t, r.err)
 			equals(t, r.v, 1) // the caller gets its result, unstored
-			st := p.Stats().Total
-			equals(t, st.Conflicts, 1)
-			if takeOver {
-				equals(t, call(t, f, 0), 2)
-				equals(t, st.Corrupt, 1)
-			} else {
-				equals(t, call(t, f, 0), 2)
-			}
+			equals(t, p.Stats().Total.Conflicts, 1)
+			equals(t, call(t, f, 0), 2)
 			equals(t, p.Stats().Total.RedisErrors, 0)
 		})
 	}

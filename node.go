@@ -128,14 +128,15 @@ func (m NodeManager[N, R]) Get(ctx context.Context, n N) (R, error) {
 	if err != nil {
 		return zero, err
 	}
-	res, err := m.p.read(ctx, e, false, "", false, false)
+	v, ok, err := m.p.peek(ctx, e)
 	if err != nil {
 		return zero, err
 	}
-	if res.status != statusHit {
+	if !ok {
 		return zero, fmt.Errorf("%w: node %s", ErrNotCached, e)
 	}
-	return decode[R](m.p.set.Codec, res.value)
+	h, _ := parseHeader(v)
+	return decode[R](m.p.set.Codec, bytesOf(h.blob))
 }
 
 // Invalidate invalidates the cached value of n.

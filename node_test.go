@@ -436,7 +436,7 @@ func TestNodeNilInvalidNodes(t *testing.T) {
 	equals(t, call(t, f, 1), 1)
 	equals(t, len(rec.All()), 0)
 	prefix := p.Settings().Prefix
-	deepEquals(t, scanKeys(t, rdb, prefix), []string{prefix + "NodeWithNilGroups:tag", prefix + "nil-groups", prefix + "user:9:invalid"})
+	deepEquals(t, scanKeys(t, rdb, prefix), []string{prefix + "NodeWithNilGroups:tag", prefix + "nil-groups>base>", prefix + "user:9:invalid"})
 	n, err := p.InvalidateInvalidNodes(context.Background(), InvalidTestUserNode{User: 9})
 	ok(t, err)
 	equals(t, n, 1)

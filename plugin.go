@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -38,6 +39,9 @@ type Plugin struct {
 	tokenN     atomic.Uint64 // lease token counter
 
 	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
+	flights     flights                                    // in-process herd protection (flight.go)
+	leaseArg    any                                        // LeaseTTL in ms, boxed once for the fast path
+	maxBlock    time.Duration                              // the longest BLPOP rdb allows (see maxBlock)
 	ctxTimeouts bool                                       // rdb honours context deadlines
 
 	flushing chan struct{}  // one token per flush running (maxBackground)
@@ -62,6 +66,7 @@ func New(s Settings) *Plugin {
 	p := &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
 	if err == nil {
 		p.breaker, p.ctxTimeouts = newBreaker(s), contextTimeouts(s.Redis)
+		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
 	}
 	return p
 }
@@ -154,11 +159,6 @@ func (p *Plugin) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("cacheme: Close: invalidations still running: %w", ctx.Err())
 	}
-}
-
-// token returns a new lease token, unique across processes.
-func (p *Plugin) token() string {
-	return p.tokenID + ":" + strconv.FormatUint(p.tokenN.Add(1), 36)
 }
 
 // report passes an error the caller does not get to the error hook.

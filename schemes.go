@@ -39,8 +39,9 @@ func (p *Plugin) schemesKey(table string) string { return p.set.Prefix + table +
 // be forgotten (server time, ms; a later score wins), prunes the expired
 // ones and keeps the key as long as its latest scheme. ARGV: ms to keep,
 // scheme...
-var registerScript = redis.NewScript(luaNow + `
-local t = now()
+var registerScript = redis.NewScript(`
+local tm = redis.call('TIME')
+local t = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local keep = tonumber(ARGV[1])
 for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], 'GT', t + keep, ARGV[i])
@@ -51,8 +52,9 @@ return 1
 `)
 
 // schemesScript returns a table's live schemes.
-var schemesScript = redis.NewScript(luaNow + `
-return redis.call('ZRANGEBYSCORE', KEYS[1], now(), '+inf')
+var schemesScript = redis.NewScript(`
+local tm = redis.call('TIME')
+return redis.call('ZRANGEBYSCORE', KEYS[1], tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000), '+inf')
 `)
 
 // schemeCache remembers the schemes this process registered lately.
@@ -90,7 +92,7 @@ func (p *Plugin) registerSchemes(ctx context.Context, schemes map[string][]strin
 			fresh = append(fresh, k)
 		}
 		if len(args) > 1 {
-			calls = append(calls, scriptCall{registerScript, p.schemesKey(t), args})
+			calls = append(calls, scriptCall{registerScript, []string{p.schemesKey(t)}, args})
 		}
 	}
 	p.schemes.mu.Unlock()
@@ -118,7 +120,7 @@ func (p *Plugin) readSchemes(ctx context.Context, tables []string) (map[string][
 	}
 	calls := make([]scriptCall, len(tables))
 	for i, t := range tables {
-		calls[i] = scriptCall{schemesScript, p.schemesKey(t), nil}
+		calls[i] = scriptCall{schemesScript, []string{p.schemesKey(t)}, nil}
 	}
 	cmds, err := p.runPipeline(ctx, calls)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 // Default values of Settings, applied by New to zero fields.
 const (
 	DefaultPrefix         = "CM:"
-	DefaultHerdRetryCount = 5
+	DefaultHerdRetryCount = 0 // no bound on a herd's wait but the lease
 	DefaultHerdRetryTime  = 20 * time.Millisecond
 	DefaultTTL            = 24 * time.Hour
 	DefaultLeaseTTL       = 10 * time.Second
@@ -46,12 +46,17 @@ type Settings struct {
 	// defaults to "CM:".
 	Prefix string
 
-	// HerdRetryCount is how many times a caller polls for a value that
-	// another caller is computing before it computes the value itself
-	// (upstream THUNDERING_HERD_RETRY_COUNT). If zero, defaults to 5.
+	// HerdRetryCount, if set, bounds how long a caller waits for a value
+	// that another caller (of this process or another) is computing:
+	// after HerdRetryCount × HerdRetryTime it computes the value itself,
+	// without storing it (upstream THUNDERING_HERD_RETRY_COUNT; counted in
+	// Stats as HerdTimeouts). Waiters never poll: they are woken when the
+	// value lands. Zero (the default): no bound but the lease, so that
+	// concurrent misses compute once however long the computation takes
+	// (up to LeaseTTL, after which a waiter takes the lease over).
 	HerdRetryCount int
 
-	// HerdRetryTime is the pause between two polls (upstream
+	// HerdRetryTime is the unit of the HerdRetryCount bound (upstream
 	// THUNDERING_HERD_RETRY_TIME). If zero, defaults to 20ms.
 	HerdRetryTime time.Duration
 
@@ -164,9 +169,6 @@ type Settings struct {
 func (s Settings) withDefaults() (Settings, error) {
 	if s.Prefix == "" {
 		s.Prefix = DefaultPrefix
-	}
-	if s.HerdRetryCount == 0 {
-		s.HerdRetryCount = DefaultHerdRetryCount
 	}
 	if s.HerdRetryTime == 0 {
 		s.HerdRetryTime = DefaultHerdRetryTime

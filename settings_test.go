@@ -50,8 +50,8 @@ func TestNewSettings(t *testing.T) {
 		want cacheme.Settings
 	}{
 		{"defaults", cacheme.Settings{}, cacheme.Settings{
-			Prefix: "CM:", HerdRetryCount: 5, HerdRetryTime: 20 * time.Millisecond,
-			TTL: 24 * time.Hour, StaleTTL: 5 * time.Minute, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
+			Prefix: "CM:", HerdRetryTime: 20 * time.Millisecond, StaleTTL: 5 * time.Minute,
+			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
 			WaitTimeout: 100 * time.Millisecond, OpTimeout: 500 * time.Millisecond, BreakerFailures: 5, BreakerCooldown: time.Second,
 			Codec: cacheme.MsgpackCodec{},
 		}},
@@ -86,7 +86,7 @@ func TestNewSettings(t *testing.T) {
 		})
 	}
 	equals(t, cacheme.DefaultPrefix, "CM:")
-	equals(t, cacheme.DefaultHerdRetryCount, 5)
+	equals(t, cacheme.DefaultHerdRetryCount, 0)
 	equals(t, cacheme.DefaultHerdRetryTime, 20*time.Millisecond)
 	equals(t, cacheme.DefaultTTL, 24*time.Hour)
 	equals(t, cacheme.DefaultLeaseTTL, 10*time.Second)
@@ -100,10 +100,10 @@ func TestNewDefaultPrefix(t *testing.T) {
 	ok(t, err)
 	// Keys below "CM:" that are this test's own.
 	own := uniquePrefix()
-	t.Cleanup(func() { rdb.Del(context.Background(), "CM:"+own+"k", "CM:"+own+"t:tag") })
+	t.Cleanup(func() { rdb.Del(context.Background(), "CM:"+own+"k>", "CM:"+own+"k>f>", "CM:"+own+"t:tag") })
 	f := mustWrap(t, p, cacheme.Spec[int, int]{Key: func(int) string { return own + "k>f" }, Tag: own + "t"}, identity)
 	equals(t, call(t, f, 1), 1)
-	deepEquals(t, scanKeys(t, rdb, "CM:"+own), []string{"CM:" + own + "k", "CM:" + own + "t:tag"})
+	deepEquals(t, scanKeys(t, rdb, "CM:"+own), []string{"CM:" + own + "k>", "CM:" + own + "k>f>", "CM:" + own + "t:tag"})
 }
 
 // assertConfigError checks that a plugin with a bad configuration reports

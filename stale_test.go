@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -246,7 +247,7 @@ func TestInvalidatedValueMemory(t *testing.T) {
 			// Kept, and bounded: each hash expires by the stale TTL.
 			equals(t, hashes(), n)
 			for i := range n {
-				pttl, err := rdb.PTTL(bg, fmt.Sprintf("%smem:%d", prefix, i)).Result()
+				pttl, err := rdb.PTTL(bg, cacheme.EntryKey(p, fmt.Sprintf("mem:%d", i))).Result()
 				ok(t, err)
 				if pttl <= 0 || pttl > staleTTL {
 					t.Fatalf("hash %d: PTTL %v; want at most the stale TTL %v", i, pttl, staleTTL)
@@ -255,7 +256,11 @@ func TestInvalidatedValueMemory(t *testing.T) {
 			// The value itself expires (for reads) by the stale TTL too.
 			now, err := rdb.Time(bg).Result()
 			ok(t, err)
-			x, err := rdb.HGet(bg, prefix+"mem:3", "x:base").Int64()
+			v, err := rdb.Get(bg, cacheme.EntryKey(p, "mem:3")).Result()
+			ok(t, err)
+			st, _, _, valid := cacheme.EntryBlob(v)
+			equals(t, valid && st == 's', true)
+			x, err := strconv.ParseInt(v[cacheme.OffExpiry:cacheme.OffLease], 10, 64)
 			ok(t, err)
 			if left := time.Duration(x-now.UnixMilli()) * time.Millisecond; left > staleTTL {
 				t.Fatalf("the invalidated value expires in %v; want at most the stale TTL %v", left, staleTTL)

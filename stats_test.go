@@ -14,7 +14,6 @@ func TestStats(t *testing.T) {
 	rec := &errRecorder{}
 	p, rdb := newPlugin(t, cacheme.Settings{ErrorHook: rec.Hook, HerdRetryCount: 2, HerdRetryTime: time.Millisecond})
 	ctx := context.Background()
-	prefix := p.Settings().Prefix
 	var paused atomic.Pointer[gate] // set: calls of argument 99 wait on it
 	load := func(_ context.Context, n int) (int, error) {
 		if n < 0 {
@@ -109,7 +108,7 @@ func TestStats(t *testing.T) {
 	want.total.Misses++
 	check("herd timeout")
 
-	ok(t, rdb.HSet(ctx, prefix+"a", "v:base", "garbage").Err())
+	ok(t, rdb.Set(ctx, cacheme.EntryKey(p, "a"), cacheme.EntryValue([]byte("garbage"), 0, ""), time.Minute).Err())
 	equals(t, call(t, fa, 5), 5)
 	want.a.Corrupt++
 	want.a.Misses++

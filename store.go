@@ -12,26 +12,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// read statuses returned by readScript.
+// read statuses: of the fast path, and of readScript.
 const (
 	statusAbsent = 0
 	statusHit    = 1
 	statusStale  = 2
 	statusWait   = 3
 	statusLease  = 4
+	statusOther  = 5 // fast path: neither valid nor absent, ask readScript
 
-	// statusCorruptMeta is added to a status when the entry's expiry or
-	// lease time was corrupt (not a number); readScript repaired it.
+	// statusCorruptMeta is added to a status when the entry's key held
+	// something that is not an entry (readScript dropped it).
 	statusCorruptMeta = 16
 )
 
 // readResult is what one read of an entry found.
 type readResult struct {
 	status      int
-	value       []byte
-	groups      []string // statusHit, statusStale: the groups the value joined, if asked
-	leaseAt     int64    // statusLease: the server time of the lease, in microseconds
-	corruptMeta bool     // the entry's metadata was corrupt (and repaired)
+	value       string        // hit, stale (and lease, if kept for stale serving): the whole stored value
+	sent        time.Time     // statusLease by readFast: when the SET NX was sent (see storeScript)
+	wait        time.Duration // statusWait: how long the lease has left
+	corruptMeta bool          // the entry's key was corrupt (and dropped)
 }
 
 // ms converts a duration to whole milliseconds, rounding up.
@@ -44,77 +45,206 @@ func redisErr(op string, key string, err error) error {
 	return fmt.Errorf("%w: %s %s: %w", ErrRedis, op, key, err)
 }
 
-// read runs readScript: one round trip. acquire false only peeks; groups
-// asks for the groups of a value found.
-func (p *Plugin) read(ctx context.Context, e entry, stale bool, token string, acquire, groups bool) (readResult, error) {
+// readFast is the one round trip of a hit and of a common miss: SET key
+// <lease header> NX GET PX <lease TTL>. An absent key gets this caller's
+// lease (statusLease, leaseAt 0); an existing one is returned untouched:
+// a valid value is a hit, anything else is for readScript (statusOther).
+// A key of another type is statusOther too (readScript drops it).
+func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readResult, error) {
+	cmd := redis.NewStringCmd(ctx, "set", e.key, lh, "nx", "get", "px", p.leaseArg)
+	sent := time.Now()
+	err := p.bounded(ctx, func(ctx context.Context) error { return p.rdb.Process(ctx, cmd) })
+	if err == nil {
+		err = cmd.Err()
+	}
+	switch {
+	case errors.Is(err, redis.Nil):
+		return readResult{status: statusLease, sent: sent}, nil
+	case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		return readResult{status: statusOther}, nil
+	case err != nil:
+		return readResult{}, redisErr("read", e.String(), err)
+	}
+	v := cmd.Val()
+	if h, ok := parseHeader(v); ok && h.state == stateValid {
+		return readResult{status: statusHit, value: v}, nil
+	}
+	return readResult{status: statusOther}, nil
+}
+
+// readSlow runs readScript: one round trip.
+func (p *Plugin) readSlow(ctx context.Context, e entry, stale bool, token string) (readResult, error) {
 	var res []any
 	err := p.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = readScript.Run(ctx, p.rdb, []string{e.hash},
-			e.field, flag(stale), token, ms(p.set.LeaseTTL), flag(acquire), flag(groups)).Slice()
+		res, err = readScript.Run(ctx, p.rdb, []string{e.key}, flag(stale), token, ms(p.set.LeaseTTL)).Slice()
 		return err
 	})
 	if err != nil {
 		return readResult{}, redisErr("read", e.String(), err)
 	}
-	if len(res) == 0 {
-		return readResult{}, redisErr("read", e.String(), errors.New("empty reply"))
+	if len(res) < 2 {
+		return readResult{}, redisErr("read", e.String(), errors.New("short reply"))
 	}
 	st, _ := res[0].(int64)
 	out := readResult{status: int(st &^ statusCorruptMeta), corruptMeta: st&statusCorruptMeta != 0}
-	if len(res) > 1 {
-		s, _ := res[1].(string)
-		if out.status == statusLease {
-			out.leaseAt, _ = strconv.ParseInt(s, 10, 64)
-		} else {
-			out.value = []byte(s)
-		}
-	}
-	if len(res) > 2 {
-		if g, _ := res[2].(string); g != "" {
-			out.groups = strings.Split(g, groupSep)
+	switch out.status {
+	case statusHit, statusStale:
+		out.value, _ = res[1].(string)
+	case statusWait:
+		n, _ := res[1].(int64)
+		out.wait = time.Duration(n) * time.Millisecond
+	case statusLease:
+		if len(res) > 2 {
+			out.value, _ = res[2].(string) // the value kept for stale serving
 		}
 	}
 	return out, nil
 }
 
-// store runs storeScript and reports whether the value was stored. Corrupt
-// metadata of the hash that the script repaired is counted (overall: the
-// hash is not one tag's) and reported.
-// keep is how long an invalidation keeps the value for stale serving (0:
-// it deletes the value); groups are the group names the value joined.
-func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl, keep time.Duration, groups []string) (bool, error) {
-	var n int
+// peek reads an entry without taking a lease: its value if valid.
+func (p *Plugin) peek(ctx context.Context, e entry) (string, bool, error) {
+	var v string
 	err := p.bounded(ctx, func(ctx context.Context) error {
 		var err error
-		n, err = storeScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token, value, ms(ttl), ms(keep),
-			strings.Join(groups, groupSep)).Int()
+		v, err = p.rdb.Get(ctx, e.key).Result()
+		return err
+	})
+	switch {
+	case errors.Is(err, redis.Nil), err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
+		return "", false, nil
+	case err != nil:
+		return "", false, redisErr("read", e.String(), err)
+	}
+	if h, ok := parseHeader(v); ok && h.state == stateValid {
+		return v, true, nil
+	}
+	return "", false, nil
+}
+
+// store runs storeScript and reports whether the value was stored, and how
+// many callers of other processes wait to be woken. indexes are the sets
+// the entry joins, checked and joined by the script itself (one server),
+// or nil when join did it before (several servers).
+// sent is when the caller sent the SET NX that took its lease (zero for a
+// lease taken by readScript, whose time is in the header).
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, sent time.Time) (bool, int, error) {
+	keys := make([]string, 0, 1+len(indexes))
+	keys = append(keys, e.key)
+	keys = append(keys, indexes...)
+	var res []int64
+	err := p.bounded(ctx, func(ctx context.Context) error {
+		var err error
+		age := int64(0)
+		if !sent.IsZero() {
+			age = time.Since(sent).Microseconds() + 1
+		}
+		res, err = storeScript.Run(ctx, p.rdb, keys, token, value, ms(ttl), ms(p.set.LeaseTTL), age).Int64Slice()
 		return err
 	})
 	if err != nil {
-		return false, redisErr("store", e.String(), err)
+		return false, 0, redisErr("store", e.String(), err)
 	}
-	if n == 2 {
-		p.reg.add(nil, corrupt, 1)
-		p.report(ctx, fmt.Errorf("%w: metadata of hash %s (dropped)", ErrCorrupt, e.hash))
+	if len(res) < 2 {
+		return false, 0, redisErr("store", e.String(), errors.New("short reply"))
 	}
-	return n >= 1, nil
+	return res[0] == 1, int(res[1]), nil
 }
 
-// release gives up a lease.
-func (p *Plugin) release(ctx context.Context, e entry, token string) error {
+// release gives up a lease (if token still holds it) and returns how many
+// callers of other processes wait to be woken.
+func (p *Plugin) release(ctx context.Context, e entry, token string) (int, error) {
+	var n int
 	if err := p.bounded(ctx, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, p.rdb, []string{e.hash}, e.field, token).Err()
+		var err error
+		n, err = releaseScript.Run(ctx, p.rdb, []string{e.key}, token).Int()
+		return err
 	}); err != nil {
-		return redisErr("release", e.String(), err)
+		return 0, redisErr("release", e.String(), err)
+	}
+	return n, nil
+}
+
+// wake pushes n tokens to the entry's wake list, one per waiting caller
+// of another process (see waitWake), in one round trip. The list expires
+// after one lease TTL, so that tokens nobody took do not last.
+func (p *Plugin) wake(ctx context.Context, e entry, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	// Waiters are processes (one flight each); past maxWake, the rest
+	// wait for the lease to run out.
+	n = min(n, maxWake)
+	tokens := make([]any, n)
+	for i := range tokens {
+		tokens[i] = "1"
+	}
+	k := e.wakeKey()
+	err := p.bounded(ctx, func(ctx context.Context) error {
+		_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.LPush(ctx, k, tokens...)
+			pipe.PExpire(ctx, k, p.set.LeaseTTL)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return redisErr("wake", e.String(), err)
 	}
 	return nil
+}
+
+// maxWake bounds the tokens one wake pushes.
+const maxWake = 256
+
+// waitWake blocks until the entry's wake list gets a token or d passes
+// (BLPOP), at most one block: the caller's read timeout allows it, and
+// the caller's context is checked between blocks. It reports whether it
+// was woken.
+func (p *Plugin) waitWake(ctx context.Context, e entry, d time.Duration) (bool, error) {
+	if d > p.maxBlock {
+		d = p.maxBlock
+	}
+	if d < time.Millisecond {
+		d = time.Millisecond
+	}
+	cmd := redis.NewStringSliceCmd(ctx, "blpop", e.wakeKey(), strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+	err := p.rdb.Process(ctx, cmd)
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, redisErr("wait", e.String(), err)
+	}
+	return true, nil
+}
+
+// maxBlock returns how long one BLPOP may block on c: half its read
+// timeout (go-redis reads a plain command's reply within ReadTimeout),
+// or a second when it has none.
+func maxBlock(c redis.UniversalClient) time.Duration {
+	rt := time.Duration(0)
+	switch c := c.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	case *redis.Ring:
+		rt = c.Options().ReadTimeout
+	}
+	switch {
+	case rt == 0:
+		rt = 3 * time.Second // go-redis's default
+	case rt < 0:
+		return time.Second
+	}
+	return max(rt/2, time.Millisecond)
 }
 
 // scriptCall is one script invocation of a pipeline.
 type scriptCall struct {
 	script *redis.Script
-	key    string
+	keys   []string
 	args   []any
 }
 
@@ -162,9 +292,9 @@ func (p *Plugin) runOn(ctx context.Context, c pipeliner, calls []scriptCall, wai
 		for _, i := range idx {
 			c := calls[i]
 			if first {
-				cmds[i] = c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
+				cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 			} else {
-				cmds[i] = c.script.Eval(ctx, pipe, []string{c.key}, c.args...)
+				cmds[i] = c.script.Eval(ctx, pipe, c.keys, c.args...)
 			}
 		}
 		if wait {
@@ -190,7 +320,7 @@ func (p *Plugin) runOn(ctx context.Context, c pipeliner, calls []scriptCall, wai
 	var errs []error
 	for i, cmd := range cmds {
 		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
-			errs = append(errs, redisErr("script", calls[i].key, err))
+			errs = append(errs, redisErr("script", calls[i].keys[0], err))
 		}
 	}
 	for _, a := range acks {
@@ -212,8 +342,8 @@ func (p *Plugin) runOn(ctx context.Context, c pipeliner, calls []scriptCall, wai
 
 // runWrites runs invalidation calls: as runPipeline does, and with
 // Settings.WaitReplicas confirmed by WAIT on every connection that wrote.
-// On Cluster the calls are grouped by the master that owns their key, so
-// that each WAIT follows that master's writes.
+// On Cluster the calls are grouped by the master that owns their keys
+// (one slot per call), so that each WAIT follows that master's writes.
 func (p *Plugin) runWrites(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
 	if p.set.WaitReplicas == 0 || len(calls) == 0 {
 		return p.runPipeline(ctx, calls)
@@ -231,11 +361,11 @@ func (p *Plugin) runWrites(ctx context.Context, calls []scriptCall) ([]*redis.Cm
 	cmds := make([]*redis.Cmd, len(calls))
 	var errs []error
 	for i, c := range calls {
-		node, err := cc.MasterForKey(ctx, c.key)
+		node, err := cc.MasterForKey(ctx, c.keys[0])
 		if err != nil {
 			cmds[i] = redis.NewCmd(ctx)
 			cmds[i].SetErr(err)
-			errs = append(errs, redisErr("script", c.key, err))
+			errs = append(errs, redisErr("script", c.keys[0], err))
 			continue
 		}
 		g := byNode[node]
@@ -271,28 +401,22 @@ func (p *Plugin) runWrites(ctx context.Context, calls []scriptCall) ([]*redis.Cm
 	return cmds, errors.Join(errs...)
 }
 
-// join adds e to every index (group or tag set) in one round trip. It
-// reports false if any index was invalidated after the computation started
-// (at started, by this process's monotonic clock, right after its lease was
-// granted at leaseAt by the entry's server): the result may be stale and
-// must not be stored.
+// join adds e to every index (group, tag or hash-index set) in one round
+// trip, on several servers (Cluster, Ring), where storeScript cannot check
+// and join the sets itself. It reports false if any index was invalidated
+// after the computation started (at started, by this process's monotonic
+// clock): the result may be stale and must not be stored.
 //
-// On a single server (a *redis.Client) the lease and the invalidations are
-// timed by one clock, so the script decides exactly. On several servers
-// (Cluster, Ring) the clocks are not compared: each index tells how long
-// before the script ran it was invalidated, by its own clock, and the
+// The servers' clocks are not compared: each index tells how long before
+// the script ran it was invalidated, by its own clock, and the
 // computation started at most time.Since(started) before that, measured
 // once the replies are in. An invalidation more recent than that is
 // treated as after the start: one just before the start may cost a
 // recomputation, one after it never leaves a stale value.
-func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.Duration, started time.Time, leaseAt int64) (bool, error) {
-	at := ""
-	if _, oneServer := p.rdb.(*redis.Client); oneServer && leaseAt > 0 {
-		at = strconv.FormatInt(leaseAt, 10)
-	}
+func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.Duration, started time.Time) (bool, error) {
 	calls := make([]scriptCall, len(indexes))
 	for i, idx := range indexes {
-		calls[i] = scriptCall{joinScript, idx, []any{e.member(), ms(ttl), ms(p.set.LeaseTTL), at}}
+		calls[i] = scriptCall{joinScript, []string{idx}, []any{e.member(), ms(ttl), ms(p.set.LeaseTTL)}}
 	}
 	var cmds []*redis.Cmd
 	err := p.bounded(ctx, func(ctx context.Context) error {
@@ -306,118 +430,173 @@ func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.D
 	age := time.Since(started).Microseconds() + 1
 	for _, cmd := range cmds {
 		r, err := cmd.StringSlice()
-		if err != nil || len(r) == 0 || r[0] != "1" {
-			return false, nil
-		}
-		if len(r) < 3 {
+		if err != nil || len(r) < 3 || r[0] != "1" {
 			return false, nil
 		}
 		now, err1 := strconv.ParseInt(r[1], 10, 64)
 		inv, err2 := strconv.ParseInt(r[2], 10, 64)
-		if err1 != nil || err2 != nil || (at == "" && inv >= 0 && now-inv <= age) {
+		if err1 != nil || err2 != nil || (inv >= 0 && now-inv <= age) {
 			return false, nil
 		}
 	}
 	return true, nil
 }
 
-// invalidateEntries invalidates entries in one round trip (one script call
-// per hash: its fields are invalidated together; an entry with an empty
-// field stands for the whole hash). It returns how many entries it hit, and
+// invalidateEntries invalidates entries in one round trip: one script call
+// per batch of keys (see batches). It returns how many entries it hit, and
 // the entries whose call failed.
 func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, []entry, error) {
-	byHash := map[string][]entry{}
-	var order []string
-	for _, e := range entries {
-		if _, seen := byHash[e.hash]; !seen {
-			order = append(order, e.hash)
-		}
-		byHash[e.hash] = append(byHash[e.hash], e)
-	}
-	calls := make([]scriptCall, 0, len(order))
-	for _, h := range order {
-		var args []any
-		for _, e := range byHash[h] {
-			if e.field == "" {
-				args = nil // the whole hash
-				break
-			}
-			args = append(args, e.field)
-		}
-		calls = append(calls, scriptCall{invalidateScript, h, args})
-	}
+	calls, batches := p.entryCalls(entries)
 	cmds, err := p.runWrites(ctx, calls)
+	n, failed := entryResults(entries, batches, cmds)
+	return n, failed, err
+}
+
+// entryCalls returns the invalidateScript calls of entries, and the
+// entries (by index) of each call.
+func (p *Plugin) entryCalls(entries []entry) ([]scriptCall, [][]int) {
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
+	batches := p.batches(keys)
+	calls := make([]scriptCall, len(batches))
+	for i, b := range batches {
+		ks := make([]string, len(b))
+		for j, k := range b {
+			ks[j] = keys[k]
+		}
+		calls[i] = scriptCall{invalidateScript, ks, nil}
+	}
+	return calls, batches
+}
+
+// entryResults reads the replies of entryCalls: how many entries were hit,
+// and the entries whose call failed.
+func entryResults(entries []entry, batches [][]int, cmds []*redis.Cmd) (int, []entry) {
 	n := 0
 	var failed []entry
 	for i, cmd := range cmds {
 		v, cerr := cmd.Int()
 		if cerr != nil {
-			failed = append(failed, byHash[order[i]]...)
+			for _, k := range batches[i] {
+				failed = append(failed, entries[k])
+			}
 			continue
 		}
 		n += v
 	}
-	return n, failed, err
+	return n, failed
 }
 
-// markedIndex is a group or tag set marked by markIndexes: its live
-// members as entries, and as the (member, score) pairs to drop once those
-// entries are invalidated.
+// markedIndex is a group, tag or hash-index set marked by markScript: its
+// live members as entries, and as the (member, score) pairs to drop once
+// those entries are invalidated.
 type markedIndex struct {
 	key     string
 	entries []entry
 	pairs   []any // member, score, member, score...
 }
 
-// markIndexes marks the given group or tag sets invalidated (markScript) in
-// one round trip and returns their live members, and the sets whose call
-// failed. The members stay in the sets (see dropMembers).
-func (p *Plugin) markIndexes(ctx context.Context, indexes []string) ([]markedIndex, []string, error) {
-	calls := make([]scriptCall, len(indexes))
-	for i, idx := range indexes {
-		calls[i] = scriptCall{markScript, idx, []any{ms(p.set.LeaseTTL)}}
+// markCalls returns the markScript calls that mark the given sets
+// invalidated, and the sets (by index) of each call. The members stay in
+// the sets (see dropMembers).
+func (p *Plugin) markCalls(indexes []string) ([]scriptCall, [][]int) {
+	batches := p.batches(indexes)
+	calls := make([]scriptCall, len(batches))
+	for i, b := range batches {
+		ks := make([]string, len(b))
+		for j, k := range b {
+			ks[j] = indexes[k]
+		}
+		calls[i] = scriptCall{markScript, ks, []any{ms(p.set.LeaseTTL)}}
 	}
-	cmds, err := p.runWrites(ctx, calls)
+	return calls, batches
+}
+
+// markResults reads the replies of markCalls: the sets' live members, and
+// the sets whose call failed.
+func markResults(indexes []string, batches [][]int, cmds []*redis.Cmd) ([]markedIndex, []string) {
 	var out []markedIndex
 	var failed []string
 	for i, cmd := range cmds {
-		r, cerr := cmd.StringSlice()
-		if cerr != nil || len(r)%2 != 0 {
-			failed = append(failed, indexes[i])
+		r, cerr := cmd.Slice()
+		if cerr != nil || len(r) != len(batches[i]) {
+			for _, k := range batches[i] {
+				failed = append(failed, indexes[k])
+			}
 			continue
 		}
-		m := markedIndex{key: indexes[i]}
-		for j := 0; j < len(r); j += 2 {
-			if r[j] == "" {
-				continue // the marker
+		for j, k := range batches[i] {
+			ms, _ := r[j].([]any)
+			if len(ms)%2 != 0 {
+				failed = append(failed, indexes[k])
+				continue
 			}
-			m.pairs = append(m.pairs, r[j], r[j+1])
-			if en, ok := entryFromMember(r[j]); ok {
-				m.entries = append(m.entries, en)
+			m := markedIndex{key: indexes[k]}
+			for x := 0; x < len(ms); x += 2 {
+				name, _ := ms[x].(string)
+				score, _ := ms[x+1].(string)
+				if name == "" {
+					continue // the marker
+				}
+				m.pairs = append(m.pairs, name, score)
+				if en, ok := entryFromMember(name); ok {
+					m.entries = append(m.entries, en)
+				}
 			}
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
-	return out, failed, err
+	return out, failed
 }
 
 // dropMembers removes from each marked set the members read by
 // markIndexes, each only if its score is unchanged (dropScript), in one
-// round trip, and returns the sets whose call failed.
+// round trip (one call per batch of sets, at most maxBatchKeys members
+// each), and returns the sets whose call failed.
 func (p *Plugin) dropMembers(ctx context.Context, marked []markedIndex) ([]string, error) {
+	keys := make([]string, len(marked))
+	for i, m := range marked {
+		keys[i] = m.key
+	}
 	var calls []scriptCall
-	for _, m := range marked {
-		for _, chunk := range chunks(m.pairs, 2*maxParams) {
-			calls = append(calls, scriptCall{dropScript, m.key, append([]any{ms(p.set.LeaseTTL)}, chunk...)})
+	for _, b := range p.batches(keys) {
+		var ks []string
+		args := []any{ms(p.set.LeaseTTL)}
+		flush := func() {
+			if len(ks) > 0 {
+				calls = append(calls, scriptCall{dropScript, ks, args})
+			}
+			ks, args = nil, []any{ms(p.set.LeaseTTL)}
 		}
+		size := 0
+		for _, i := range b {
+			for _, chunk := range chunks(marked[i].pairs, 2*maxBatchKeys) {
+				if size+len(chunk)/2 > maxBatchKeys {
+					flush()
+					size = 0
+				}
+				ks = append(ks, marked[i].key)
+				args = append(args, len(chunk)/2)
+				args = append(args, chunk...)
+				size += len(chunk) / 2
+			}
+		}
+		flush()
 	}
 	cmds, err := p.runWrites(ctx, calls)
 	var failed []string
 	seen := map[string]bool{}
 	for i, cmd := range cmds {
-		if cmd.Err() != nil && !seen[calls[i].key] {
-			seen[calls[i].key] = true
-			failed = append(failed, calls[i].key)
+		if cmd.Err() == nil {
+			continue
+		}
+		for _, k := range calls[i].keys {
+			if !seen[k] {
+				seen[k] = true
+				failed = append(failed, k)
+			}
 		}
 	}
 	return failed, err
