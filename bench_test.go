@@ -124,18 +124,25 @@ func benchRoundTrip[T any](b *testing.B, c cacheme.Codec, v T, equal func(T, T) 
 
 // benchPlugin returns a plugin on the benchmark's Redis (see testRedis),
 // whose errors fail the benchmark.
+// The client's read and write timeouts are the plugin's OpTimeout, so that
+// the client bounds each call itself (see Settings.OpTimeout).
 func benchPlugin(b *testing.B) (*cacheme.Plugin, redis.UniversalClient) {
 	b.Helper()
 	if os.Getenv("CACHEME_TEST_REDIS") == "" {
 		b.Log("on miniredis; set CACHEME_TEST_REDIS for real figures")
 	}
+	base, _ := testRedis(b)
+	opt := *base.(*redis.Client).Options()
+	opt.ReadTimeout, opt.WriteTimeout = cacheme.DefaultOpTimeout, cacheme.DefaultOpTimeout
+	rdb := redis.NewClient(&opt)
+	b.Cleanup(func() { rdb.Close() })
 	var once sync.Once
-	return newPlugin(b, cacheme.Settings{
+	return newPluginOn(b, rdb, cacheme.Settings{
 		FailClosed: true,
 		ErrorHook: func(_ context.Context, err error) {
 			once.Do(func() { b.Errorf("reported: %v", err) })
 		},
-	})
+	}), rdb
 }
 
 // BenchmarkHit compares a cache hit with a plain GET of a value of the same
@@ -153,12 +160,14 @@ func BenchmarkHit(b *testing.B) {
 	_, err = get(ctx, book.ID)
 	ok(b, err)
 
-	// The raw value: what cacheme stores (two header bytes and msgpack).
+	// The raw value: what cacheme stores (two header bytes and msgpack),
+	// under a key built per call as the memoized function's is.
 	payload, err := cacheme.MsgpackCodec{}.Marshal(book)
 	ok(b, err)
 	raw := append([]byte{1, 1}, payload...)
-	rawKey := p.Settings().Prefix + "bench:raw"
-	ok(b, rdb.Set(ctx, rawKey, raw, time.Minute).Err())
+	prefix := p.Settings().Prefix
+	rawKey := func(id int64) string { return prefix + "bench:raw:" + strconv.FormatInt(id, 10) }
+	ok(b, rdb.Set(ctx, rawKey(book.ID), raw, time.Minute).Err())
 
 	b.Run("cacheme", func(b *testing.B) {
 		before := p.Stats().Total
@@ -176,7 +185,7 @@ func BenchmarkHit(b *testing.B) {
 	b.Run("go-redis-GET", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			v, err := rdb.Get(ctx, rawKey).Bytes()
+			v, err := rdb.Get(ctx, rawKey(book.ID)).Bytes()
 			if err != nil || len(v) != len(raw) {
 				b.Fatal(len(v), err)
 			}
@@ -185,7 +194,7 @@ func BenchmarkHit(b *testing.B) {
 	b.Run("go-redis-GET+msgpack", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			v, err := rdb.Get(ctx, rawKey).Bytes()
+			v, err := rdb.Get(ctx, rawKey(book.ID)).Bytes()
 			if err != nil {
 				b.Fatal(err)
 			}

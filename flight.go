@@ -110,7 +110,7 @@ func (f *flight) wait(ctx context.Context, bound time.Duration) error {
 
 // follow waits for the leader of f and returns its outcome, decoded for
 // this caller.
-func follow[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (R, bool, error) {
+func follow[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (R, bool, error) {
 	var zero R
 	if err := f.wait(ctx, p.herdBound()); err != nil {
 		if errors.Is(err, errHerdTimeout) {
@@ -118,9 +118,9 @@ func follow[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (R, boo
 			p.reg.add(l.tagC, herdWaits, 1)
 			p.reg.add(l.tagC, herdTimeouts, 1)
 			if l.miss != nil {
-				l.miss(ctx)
+				l.miss(ctx, l.key, l.args)
 			}
-			v, err := l.fn(ctx)
+			v, err := l.fn(ctx, l.args)
 			return v, true, err
 		}
 		return zero, true, err
@@ -154,7 +154,7 @@ func follow[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (R, boo
 		p.reg.add(l.tagC, hits, 1)
 	}
 	if l.hit != nil && (f.how == statusHit || f.how == statusStale) {
-		l.hit(ctx, v)
+		l.hit(ctx, l.key, l.args, v)
 	}
 	return v, true, nil
 }

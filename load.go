@@ -9,16 +9,21 @@ import (
 )
 
 // load is one memoized call, whatever mode (key or node) built it.
-type load[R any] struct {
+//
+// The function and its callbacks take the call's arguments (args) and key
+// rather than closing over them, so that a call allocates no closures.
+type load[A, R any] struct {
 	e      entry
+	key    string // the user's key, as callbacks get it
+	args   A
 	tag    string    // tag name
 	tagC   *counters // tag counters
 	stale  bool
 	ttl    time.Duration
-	groups func(R) ([]string, error) // group names the result joins
-	hit    func(ctx context.Context, r R)
-	miss   func(ctx context.Context)
-	fn     func(ctx context.Context) (R, error)
+	groups func(A, R) ([]string, error) // group names the result joins
+	hit    func(ctx context.Context, key string, args A, r R)
+	miss   func(ctx context.Context, key string, args A)
+	fn     func(ctx context.Context, args A) (R, error)
 	codec  Codec // nil: Settings.Codec
 	// capture records the GORM reads fn makes (capture.go): the result
 	// joins their groups too.
@@ -26,7 +31,7 @@ type load[R any] struct {
 }
 
 // codecOf returns the codec of l's values.
-func (l *load[R]) codecOf(p *Plugin) Codec {
+func (l *load[A, R]) codecOf(p *Plugin) Codec {
 	if l.codec != nil {
 		return l.codec
 	}
@@ -64,7 +69,7 @@ const maxCorrupt = 3
 // readFast); a common miss two on a single server (that one, which takes
 // the lease, and the store); see doc.go. Concurrent calls of one entry in
 // this process share one flight (flight.go): only its leader reads Redis.
-func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
+func run[A, R any](ctx context.Context, p *Plugin, l load[A, R]) (R, error) {
 	for {
 		f, leader := p.flights.join(l.e.key)
 		if leader {
@@ -82,7 +87,7 @@ func run[R any](ctx context.Context, p *Plugin, l load[R]) (R, error) {
 // Once it ended the flight early (serving its followers a stale value), the
 // leader writes to a detached flight: followers read the outcome once the
 // flight ends, and nothing may write it after that.
-func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err error) {
+func lead[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (r R, err error) {
 	lh := p.newLeaseHeader()
 	defer func() {
 		putLeaseHeader(lh)
@@ -133,7 +138,9 @@ func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err
 			if derr == nil {
 				// A call inside another computation passes its groups up
 				// (capture.go), as its followers do.
-				recorderFrom(ctx).add(splitGroups(h.groups)...)
+				if outer := recorderFrom(ctx); outer != nil {
+					outer.add(splitGroups(h.groups)...)
+				}
 				f.groups, f.groupsKnown = h.groups, true
 				if res.status == statusStale {
 					p.reg.add(l.tagC, staleServed, 1)
@@ -141,7 +148,7 @@ func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err
 					p.reg.add(l.tagC, hits, 1)
 				}
 				if attempt == 0 && l.hit != nil {
-					l.hit(ctx, v)
+					l.hit(ctx, l.key, l.args, v)
 				}
 				f.how, f.blob = res.status, h.blob
 				if waited {
@@ -156,7 +163,7 @@ func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err
 				// Another writer keeps storing what this one cannot read
 				// (a different codec): compute without the cache.
 				f.retry = true
-				return l.fn(ctx)
+				return l.fn(ctx, l.args)
 			}
 			if _, _, err := p.invalidateEntries(ctx, []entry{l.e}); err != nil {
 				return bypass(ctx, p, l, f, err)
@@ -193,9 +200,9 @@ func lead[R any](ctx context.Context, p *Plugin, l load[R], f *flight) (r R, err
 				// The wait ran out: compute without the lease, store nothing.
 				p.reg.add(l.tagC, herdTimeouts, 1)
 				if l.miss != nil {
-					l.miss(ctx)
+					l.miss(ctx, l.key, l.args)
 				}
-				return share(p, f, l.codecOf(p), l.fn)(ctx)
+				return share(p, f, l.codecOf(p), func(ctx context.Context) (R, error) { return l.fn(ctx, l.args) })(ctx)
 			}
 			if !woken {
 				p.reg.add(l.tagC, herdTimeouts, 1)
@@ -233,7 +240,7 @@ func (p *Plugin) await(ctx context.Context, e entry, left time.Duration) (bool, 
 // bypass handles a Redis failure before the function ran: fail-open calls
 // the function without the cache, fail-closed returns the error. Followers
 // of the flight get the same outcome.
-func bypass[R any](ctx context.Context, p *Plugin, l load[R], f *flight, err error) (R, error) {
+func bypass[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, err error) (R, error) {
 	var zero R
 	if ctx.Err() != nil {
 		// The caller gave up: not a Redis failure, and no reason to run.
@@ -252,7 +259,7 @@ func bypass[R any](ctx context.Context, p *Plugin, l load[R], f *flight, err err
 	if !open {
 		p.report(ctx, err)
 	}
-	return share(p, f, l.codecOf(p), l.fn)(ctx)
+	return share(p, f, l.codecOf(p), func(ctx context.Context) (R, error) { return l.fn(ctx, l.args) })(ctx)
 }
 
 // share returns fn, run without the cache, its outcome shared with the
@@ -283,7 +290,7 @@ func share[R any](p *Plugin, f *flight, codec Codec, fn func(context.Context) (R
 // A panic of the function or a callback releases the lease at once, so
 // that waiters take over, and is raised again as a *PanicError. Callers of
 // other processes waiting for the lease are woken in every case.
-func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token string, sent time.Time) (r R, err error) {
+func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, token string, sent time.Time) (r R, err error) {
 	// The function reads its data after this moment: an invalidation
 	// before it cannot make the result stale.
 	started := time.Now()
@@ -304,13 +311,13 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], f *flight, token 
 		}
 	}()
 	if l.miss != nil {
-		l.miss(ctx)
+		l.miss(ctx, l.key, l.args)
 	}
 	fctx, rec := ctx, (*recorder)(nil)
 	if l.capture {
 		fctx, rec = withRecorder(ctx, l.ttl)
 	}
-	if r, err = l.fn(fctx); err != nil {
+	if r, err = l.fn(fctx, l.args); err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
 		giveUp()
 		f.err = err
@@ -366,14 +373,14 @@ var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 // groups too. It returns the encoded value (nil if it could not be
 // encoded), its groups (NUL-separated) and how many callers of other
 // processes wait to be woken.
-func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started, sent time.Time, r R, captured []string) ([]byte, string, int, error) {
+func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token string, started, sent time.Time, r R, captured []string) ([]byte, string, int, error) {
 	blob, err := encode(l.codecOf(p), r)
 	if err != nil {
 		return nil, "", 0, err
 	}
 	var names []string
 	if l.groups != nil {
-		if names, err = l.groups(r); err != nil {
+		if names, err = l.groups(l.args, r); err != nil {
 			return blob, "", 0, err
 		}
 	}

@@ -126,6 +126,10 @@ func Wrap[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (R, 
 	if ttl == 0 {
 		ttl = p.set.TTL
 	}
+	var groups func(A, R) ([]string, error) // made once, not per call
+	if spec.Groups != nil {
+		groups = func(a A, r R) ([]string, error) { return spec.Groups(a, r), nil }
+	}
 	return func(ctx context.Context, args A) (R, error) {
 		var zero R
 		if err := p.Err(); err != nil {
@@ -139,18 +143,9 @@ func Wrap[A, R any](p *Plugin, spec Spec[A, R], fn func(context.Context, A) (R, 
 		if err != nil {
 			return zero, err
 		}
-		l := load[R]{
-			e: e, tag: tag, tagC: tagC, stale: spec.Stale.resolve(p), ttl: ttl, capture: !spec.NoCapture,
-			fn: func(ctx context.Context) (R, error) { return fn(ctx, args) },
-		}
-		if spec.Groups != nil {
-			l.groups = func(r R) ([]string, error) { return spec.Groups(args, r), nil }
-		}
-		if spec.Hit != nil {
-			l.hit = func(ctx context.Context, r R) { spec.Hit(ctx, key, args, r) }
-		}
-		if spec.Miss != nil {
-			l.miss = func(ctx context.Context) { spec.Miss(ctx, key, args) }
+		l := load[A, R]{
+			e: e, key: key, args: args, tag: tag, tagC: tagC, stale: spec.Stale.resolve(p), ttl: ttl, capture: !spec.NoCapture,
+			fn: fn, groups: groups, hit: spec.Hit, miss: spec.Miss,
 		}
 		return run(ctx, p, l)
 	}, nil

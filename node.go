@@ -73,23 +73,23 @@ func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn 
 		if err != nil {
 			return zero, err
 		}
-		l := load[R]{
-			e: e, tag: tag, tagC: tagC, stale: nodeStale(p, n, spec.Stale), ttl: ttl,
-			fn:      func(ctx context.Context) (R, error) { return fn(ctx, args) },
-			groups:  func(R) ([]string, error) { return invalidNames(n.InvalidNodes()) },
+		l := load[A, R]{
+			e: e, key: key, args: args, tag: tag, tagC: tagC, stale: nodeStale(p, n, spec.Stale), ttl: ttl,
+			fn:      fn,
+			groups:  func(A, R) ([]string, error) { return invalidNames(n.InvalidNodes()) },
 			capture: !spec.NoCapture,
 		}
 		if h, ok := any(n).(nodes.HitHandler); ok {
-			l.hit = func(ctx context.Context, _ R) { h.Hit(ctx, key) }
+			l.hit = func(ctx context.Context, key string, _ A, _ R) { h.Hit(ctx, key) }
 		}
 		if spec.Hit != nil {
-			l.hit = func(ctx context.Context, r R) { spec.Hit(ctx, key, args, r) }
+			l.hit = spec.Hit
 		}
 		if h, ok := any(n).(nodes.MissHandler); ok {
-			l.miss = func(ctx context.Context) { h.Miss(ctx, key) }
+			l.miss = func(ctx context.Context, key string, _ A) { h.Miss(ctx, key) }
 		}
 		if spec.Miss != nil {
-			l.miss = func(ctx context.Context) { spec.Miss(ctx, key, args) }
+			l.miss = spec.Miss
 		}
 		return run(ctx, p, l)
 	}, nil

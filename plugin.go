@@ -38,11 +38,14 @@ type Plugin struct {
 	tokenID    string        // random, makes lease tokens unique across processes
 	tokenN     atomic.Uint64 // lease token counter
 
-	breaker     *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
-	flights     flights                                    // in-process herd protection (flight.go)
-	leaseArg    any                                        // LeaseTTL in ms, boxed once for the fast path
-	maxBlock    time.Duration                              // the longest BLPOP rdb allows (see maxBlock)
-	ctxTimeouts bool                                       // rdb honours context deadlines
+	breaker       *gobreaker.TwoStepCircuitBreaker[struct{}] // nil when off
+	healthy       atomic.Bool                                // see allow
+	reportHealthy func(error)                                // p.healthyReport, made once
+	clientBound   time.Duration                              // see clientBound
+	flights       flights                                    // in-process herd protection (flight.go)
+	leaseArg      any                                        // LeaseTTL in ms, boxed once for the fast path
+	maxBlock      time.Duration                              // the longest BLPOP rdb allows (see maxBlock)
+	ctxTimeouts   bool                                       // rdb honours context deadlines
 
 	flushing chan struct{}  // one token per flush running (maxBackground)
 	flushMu  sync.Mutex     // orders flushes.Add before Close's flushes.Wait
@@ -65,7 +68,9 @@ func New(s Settings) *Plugin {
 	_, _ = rand.Read(b[:])
 	p := &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
 	if err == nil {
-		p.breaker, p.ctxTimeouts = newBreaker(s), contextTimeouts(s.Redis)
+		p.breaker, p.ctxTimeouts, p.clientBound = newBreaker(s), contextTimeouts(s.Redis), clientBound(s.Redis)
+		p.reportHealthy = p.healthyReport
+		p.healthy.Store(true)
 		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
 	}
 	return p

@@ -292,10 +292,10 @@ func (p *Plugin) cachedRead(ctx context.Context, db *gorm.DB, pol readPolicy, de
 	groups := deps.groups()
 	conn := st.ConnPool
 	sql, vars := st.SQL.String(), st.Vars
-	l := load[*rowSet]{
-		e: e, tag: tag, tagC: p.reg.register(tag), stale: pol.opts.Stale.resolve(p), ttl: ttl, codec: rowsCodec{},
-		groups: func(*rowSet) ([]string, error) { return groups, nil },
-		fn: func(ctx context.Context) (*rowSet, error) {
+	l := load[struct{}, *rowSet]{
+		e: e, key: key, tag: tag, tagC: p.reg.register(tag), stale: pol.opts.Stale.resolve(p), ttl: ttl, codec: rowsCodec{},
+		groups: func(struct{}, *rowSet) ([]string, error) { return groups, nil },
+		fn: func(ctx context.Context, _ struct{}) (*rowSet, error) {
 			rows, err := conn.QueryContext(ctx, sql, vars...)
 			if err != nil {
 				return nil, err

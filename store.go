@@ -53,7 +53,12 @@ func redisErr(op string, key string, err error) error {
 func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readResult, error) {
 	cmd := redis.NewStringCmd(ctx, "set", e.key, lh, "nx", "get", "px", p.leaseArg)
 	sent := time.Now()
-	err := p.bounded(ctx, func(ctx context.Context) error { return p.rdb.Process(ctx, cmd) })
+	var err error
+	if p.direct(ctx) {
+		err = p.rdb.Process(ctx, cmd)
+	} else {
+		err = p.bounded(ctx, func(ctx context.Context) error { return p.rdb.Process(ctx, cmd) })
+	}
 	if err == nil {
 		err = cmd.Err()
 	}
