@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"github.com/gormcacheme/cacheme"
 )
@@ -236,4 +237,28 @@ func TestCluster(t *testing.T) {
 		t.Errorf("reported: %v", err)
 	}
 	t.Logf("%d computations; stats %+v", total, c)
+}
+
+// The query cache on Redis Cluster: a cached read's entry, its
+// conjunction groups and its table's schemes live on different nodes, and
+// writes still invalidate exactly the reads they change.
+func TestClusterQueryCache(t *testing.T) {
+	rdb, _ := clusterRedis(t)
+	e := newQCEnvOn(t, rdb, cacheme.Settings{})
+	reads := map[string]func(db *gorm.DB) (any, error){
+		"post 1":    postByID(1),
+		"post 2":    postByID(2),
+		"active":    postsWhere("status = ?", "active"),
+		"archived":  postsWhere("status = ?", "archived"),
+		"tags of 1": tagsOfPost(1),
+		"tags of 3": tagsOfPost(3),
+	}
+	e.warm(t, reads)
+	ok(t, e.db.Model(&Post{ID: 1}).Update("status", "archived").Error)
+	ok(t, e.db.Model(&Post{ID: 3}).Association("Tags").Append(&Tag{ID: 1}))
+	for name, want := range map[string]bool{"post 1": false, "post 2": true, "active": false, "archived": false, "tags of 1": true, "tags of 3": false} {
+		if hit := e.served(t, reads[name]); hit != want {
+			t.Errorf("%s: hit %v; want %v", name, hit, want)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/gormcacheme/cacheme"
@@ -49,7 +50,14 @@ type qcEnv struct {
 
 func newQCEnv(t testing.TB, s cacheme.Settings) qcEnv {
 	t.Helper()
-	p, _ := newPlugin(t, s)
+	rdb, _ := testRedis(t)
+	return newQCEnvOn(t, rdb, s)
+}
+
+// newQCEnvOn is newQCEnv on the Redis rdb.
+func newQCEnvOn(t testing.TB, rdb redis.UniversalClient, s cacheme.Settings) qcEnv {
+	t.Helper()
+	p := newPluginOn(t, rdb, s)
 	db, q := testenv.CountingDB(t, gorm.Config{})
 	ok(t, db.Use(p))
 	ok(t, db.AutoMigrate(&Writer{}, &Post{}, &Tag{}))
