@@ -92,6 +92,7 @@ func TestCaptureQuickStart(t *testing.T) {
 	}
 	for _, s := range steps {
 		ok(t, s.write())
+		settle()
 		got, miss := booksOf.get(t, 1)
 		if got != s.want || miss != s.miss {
 			t.Fatalf("%s: got %q (computed %v); want %q (computed %v)", s.name, got, miss, s.want, s.miss)
@@ -227,6 +228,7 @@ func TestCaptureTransactions(t *testing.T) {
 				t.Fatalf("Uncached: got %d; want 2", n)
 			}
 			src = e.db
+			settle()
 			if got, miss := name.get(t, 2); got != "sql" || !miss {
 				t.Fatalf("after the rollback: got %q (computed %v); want the committed sql, computed", got, miss)
 			}

@@ -301,6 +301,7 @@ func TestReaderAcrossCommit(t *testing.T) {
 	ok(t, tx.Commit().Error)
 	close(committed)
 	equals(t, <-got, "ann") // the reader itself returns what it read
+	settle()
 	pr.mustMiss(t, "ann2")
 	pr.mustHit(t, "ann2")
 	if c := e.p.Stats().Total.Conflicts; c != 1 {

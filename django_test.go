@@ -49,6 +49,7 @@ func newDjEnv(t *testing.T, s cacheme.Settings) djEnv {
 	for _, v := range []any{&e.u1, &e.u2, &e.b1, &e.b2} {
 		ok(t, e.db.Create(v).Error)
 	}
+	settle()
 	return e
 }
 

@@ -57,6 +57,7 @@ func ExamplePlugin() {
 		panic(err)
 	}
 	defer m.Close()
+	m.ClockTTL(true) // keys expire as the clock runs, as Redis's do
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 	dir, err := os.MkdirTemp("", "cacheme-example")

@@ -19,6 +19,7 @@ func Example() {
 		panic(err)
 	}
 	defer m.Close()
+	m.ClockTTL(true) // keys expire as the clock runs, as Redis's do
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 
@@ -90,6 +91,7 @@ func ExampleWrapNode() {
 		panic(err)
 	}
 	defer m.Close()
+	m.ClockTTL(true)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 	p := cacheme.New(cacheme.Settings{Redis: rdb})
@@ -120,7 +122,7 @@ func ExampleWrapNode() {
 	fmt.Println("invalidated", n)
 	_, err = manager.Get(ctx, UserBooks{UserID: 12})
 	fmt.Println(err)
-	bs, _ = books(ctx, 12)
+	bs, _ = books(ctx, 13)
 	fmt.Println(bs)
 
 	n, _ = manager.InvalidateAll(ctx)
@@ -136,7 +138,7 @@ func ExampleWrapNode() {
 	// cacheme: not cached: node CM:user:13>books
 	// invalidated 1
 	// cacheme: not cached: node CM:user:12>books
-	// loading books of user 12
+	// loading books of user 13
 	// [Dune Emma]
 	// invalidated 1 of tag UserBooks
 	// nodes: UserID is required for UserBooks

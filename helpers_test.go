@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -361,3 +362,17 @@ func hangingRedis(t *testing.T) (redis.UniversalClient, func()) {
 	t.Cleanup(func() { rdb.Close() })
 	return rdb, release
 }
+
+// setMembers returns the members of a group, tag or hash-index set without
+// its version member (see luaJoin in scripts.go).
+func setMembers(m []string) []string {
+	return slices.DeleteFunc(m, func(s string) bool { return s == "\x01" })
+}
+
+// settle waits until a computation starting now is sure to be stored. A
+// computation that starts less than a millisecond after an invalidation of
+// one of its groups is returned but not stored: a lease taken by the hit
+// path's SET NX is timed by the server to the millisecond only, so the
+// plugin cannot tell which came first (see storeScript). Tests that write,
+// then expect the next computation to be cached, wait this long first.
+func settle() { time.Sleep(2 * time.Millisecond) }

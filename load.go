@@ -179,7 +179,7 @@ func lead[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (r 
 				p.flights.end(l.e.key, f)
 				f = &flight{}
 			}
-			return compute(ctx, p, l, f, token, res.sent)
+			return compute(ctx, p, l, f, token)
 		case statusWait:
 			left := res.wait
 			if !waited {
@@ -290,7 +290,7 @@ func share[R any](p *Plugin, f *flight, codec Codec, fn func(context.Context) (R
 // A panic of the function or a callback releases the lease at once, so
 // that waiters take over, and is raised again as a *PanicError. Callers of
 // other processes waiting for the lease are woken in every case.
-func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, token string, sent time.Time) (r R, err error) {
+func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, token string) (r R, err error) {
 	// The function reads its data after this moment: an invalidation
 	// before it cannot make the result stale.
 	started := time.Now()
@@ -338,7 +338,7 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 		}
 	}
 	// The caller gets r whatever happens below; storing is best effort.
-	blob, groups, waiters, err := storeResult(sctx, p, l, token, started, sent, r, captured)
+	blob, groups, waiters, err := storeResult(sctx, p, l, token, started, r, captured)
 	if blob != nil {
 		f.how, f.blob = outcomeComputed, stringOf(blob)
 		f.groups, f.groupsKnown = groups, true
@@ -373,7 +373,7 @@ var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
 // groups too. It returns the encoded value (nil if it could not be
 // encoded), its groups (NUL-separated) and how many callers of other
 // processes wait to be woken.
-func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token string, started, sent time.Time, r R, captured []string) ([]byte, string, int, error) {
+func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token string, started time.Time, r R, captured []string) ([]byte, string, int, error) {
 	blob, err := encode(l.codecOf(p), r)
 	if err != nil {
 		return nil, "", 0, err
@@ -431,7 +431,7 @@ func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token s
 		}
 		indexes = nil
 	}
-	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes, sent)
+	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes, started)
 	if err != nil {
 		return blob, "", 0, err
 	}

@@ -73,6 +73,7 @@ func newQCEnvOn(t testing.TB, rdb redis.UniversalClient, s cacheme.Settings) qcE
 		{Title: "p4", Status: "active", WriterID: a2.ID, Views: 4},
 	}
 	ok(t, db.Create(&posts).Error)
+	settle()
 	return qcEnv{p: p, db: db, q: q}
 }
 

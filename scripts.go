@@ -62,15 +62,21 @@ local function leaseLive(h, t) return h.tok ~= NOTOK and (h.le == 0 or h.le > t)
 // luaJoin adds member to a group, tag or hash-index set k (a sorted set
 // scored by expiry, in microseconds), pruning expired members. Members are
 // scored one lease TTL past the value's own expiry, so that a member never
-// leaves its set before its value; every join changes the member's score
-// (dropScript relies on it).
+// leaves its set before its value. Every join also counts one more on the
+// set's version (the member VER, scored VERBASE plus the joins so far, so
+// that no expiry prunes it and no range of live members includes it):
+// dropScript drops the members markScript read only if no join came in
+// between.
 const luaJoin = `
+local VER, VERBASE = '\001', 4e15
 local function join(k, member, t, ttl, lease)
   redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. num(t))
   local exp = t + ttl * 1000 + lease * 1000
   local old = redis.call('ZSCORE', k, member)
   if old and tonumber(old) >= exp then exp = tonumber(old) + 1 end
   redis.call('ZADD', k, num(exp), member)
+  redis.call('ZADD', k, 'NX', num(VERBASE), VER)
+  redis.call('ZINCRBY', k, 1, VER)
   local keep = ttl + lease
   if redis.call('PTTL', k) < keep then redis.call('PEXPIRE', k, keep) end
 end
@@ -127,16 +133,26 @@ return {4 + bad, num(g)}
 // on a single server KEYS[2..] are the sets it joins (tag, groups, hash
 // index), and a set invalidated at or after the lease was granted refuses
 // the value (its marker "" is scored by the invalidation time plus one
-// lease TTL): the check and the joins are atomic with the store. The
-// lease's grant time is in the header (readScript's leases), or, for a
-// lease taken by SET NX, bounded from below by ARGV[5]: how long before
-// this script the caller sent the SET NX, by its monotonic clock (µs,
-// rounded up), subtracted from this server's time. The bound is earlier
-// than the grant by at most that command's round trip, so the check errs
-// on the side of refusing, never of storing a stale value. Returns
-// {1, waiters} if stored, {0, waiters} if not; waiters is how many callers
-// of other processes registered in the header, to be woken. ARGV: token,
-// value (header, groups, encoded value), ttl ms, lease ms, age µs.
+// lease TTL): the check and the joins are atomic with the store.
+//
+// The lease's grant time is in the header for readScript's leases (µs).
+// A lease taken by SET NX carries no server time: its grant is read off
+// the key's own expiry (PEXPIRETIME less the lease TTL: SET NX set it, and
+// nothing changes a leased key's expiry while its lease stands), to the
+// millisecond. A set invalidated within that millisecond may have been
+// invalidated just before the grant or just after: the script stores
+// nothing, keeps the lease and returns {2, waiters, now µs}, and the
+// caller, which knows when its computation started by its own clock, sends
+// the store again with ARGV[5]: a lower bound of that start on this
+// server's clock (see store), against which the sets are checked instead.
+// Either way a set invalidated at or after the computation may have begun
+// refuses the value: the check errs on the side of refusing, never of
+// storing a stale value.
+//
+// Returns {1, waiters} if stored, {0, waiters} if not (the lease is lost
+// or overtaken); waiters is how many callers of other processes registered
+// in the header, to be woken. ARGV: token, value (header, groups, encoded
+// value), ttl ms, lease ms, the computation's start (µs) or "".
 var storeScript = redis.NewScript(luaHeader + luaJoin + `
 local k = KEYS[1]
 local t = nowms()
@@ -146,16 +162,32 @@ local h = parse(v)
 if not h then return {0, 0} end
 if h.tok ~= ARGV[1] then return {0, h.w} end
 local tus = nowus()
-local g = h.lg
+local g, gms = h.lg, nil
 if h.le == 0 then
-  g = tus - tonumber(ARGV[5])
+  if ARGV[5] ~= '' then
+    g = tonumber(ARGV[5])
+  else
+    -- An expiry more than a lease ahead was changed: no grant to read.
+    -- One millisecond ahead is rounding (miniredis), taken off.
+    local exp = redis.call('PEXPIRETIME', k)
+    if exp < 0 or exp - t > lease + 1 then return {0, h.w} end
+    gms = (math.min(exp, t + lease) - lease) * 1000
+    g = gms
+  end
 elseif not (h.le > t) then
   return {0, h.w}
 end
+local ambiguous = false
 for i = 2, #KEYS do
   local s = redis.call('ZSCORE', KEYS[i], '')
-  if s and tonumber(s) >= tus and tonumber(s) - lease * 1000 >= g then return {0, h.w} end
+  if s and tonumber(s) >= tus then
+    local m = tonumber(s) - lease * 1000
+    if m >= g then
+      if gms and m < gms + 1000 then ambiguous = true else return {0, h.w} end
+    end
+  end
 end
+if ambiguous then return {2, h.w, num(tus)} end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', k, ARGV[2], 'PX', ttl)
 local member = string.sub(k, 1, #k - 1)
@@ -197,25 +229,35 @@ return w
 var invalidateScript = redis.NewScript(luaHeader + `
 local t = nowms()
 local n = 0
+local pcall, call, sub = redis.pcall, redis.call, string.sub
+local kept = {} -- keep ms -> the state and expiry to write, made once
 for i = 1, #KEYS do
   local k = KEYS[i]
-  local v = redis.pcall('GETRANGE', k, 0, HL - 1)
+  local v = pcall('GETRANGE', k, 0, HL - 1)
   if type(v) == 'table' then
-    redis.call('DEL', k)
+    call('DEL', k)
+  elseif v ~= '' and sub(v, 1, 3) == 'C2v' and #v == HL then
+    -- A valid value (the common case; it holds no lease): only its keep
+    -- time matters.
+    n = n + 1
+    local keep = tonumber(sub(v, 78, 90))
+    if keep and keep > 0 then
+      -- Kept at most keep ms: the key's expiry is brought forward, never
+      -- pushed back (LT); its own expiry may come sooner than the header's.
+      local w = kept[keep]
+      if not w then
+        w = 's' .. pad(t + keep, 13)
+        kept[keep] = w
+      end
+      call('SETRANGE', k, 2, w)
+      call('PEXPIRE', k, keep, 'LT')
+    else
+      call('DEL', k)
+    end
   elseif v ~= '' then
     local h = parse(v)
-    if not h then
+    if not h or h.st == 'v' then
       redis.call('DEL', k)
-    elseif h.st == 'v' then
-      n = n + 1
-      local pttl = redis.call('PTTL', k)
-      if h.keep > 0 and pttl > 0 then
-        local left = math.min(pttl, h.keep)
-        redis.call('SETRANGE', k, 2, 's' .. pad(t + left, 13))
-        redis.call('PEXPIRE', k, left)
-      else
-        redis.call('DEL', k)
-      end
     elseif leased(h) then
       local live = leaseLive(h, t)
       if live then n = n + 1 end
@@ -253,43 +295,49 @@ return {'1', num(t), num(inv)}
 // markScript marks group, tag or hash-index sets (KEYS, of one slot)
 // invalidated: it prunes expired members, leaves the marker "" for one
 // lease TTL, so that computations which started before this moment cannot
-// join a set afterwards, and returns each set's live members with their
-// scores, one array per key. The members stay until dropScript removes
-// them, once their entries are marked (see invalidate.go). ARGV: lease ms.
-var markScript = redis.NewScript(luaHeader + `
+// join a set afterwards, and returns for each key its version and its live
+// members: {version, member, member...}. The members stay until dropScript
+// removes them, once their entries are marked (see invalidate.go). ARGV:
+// lease ms.
+var markScript = redis.NewScript(luaHeader + luaJoin + `
 local t = nowus()
 local lease = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
   local k = KEYS[i]
   redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. num(t))
-  out[i] = redis.call('ZRANGEBYSCORE', k, num(t), '+inf', 'WITHSCORES')
+  local m = redis.call('ZRANGEBYSCORE', k, num(t), '(' .. num(VERBASE))
+  table.insert(m, 1, redis.call('ZSCORE', k, VER) or '0')
+  out[i] = m
   redis.call('ZADD', k, num(t + lease * 1000), '')
   if redis.call('PTTL', k) < lease then redis.call('PEXPIRE', k, lease) end
 end
 return out
 `)
 
-// dropScript removes members from group, tag or hash-index sets (KEYS, of
-// one slot), each only if its score is still the given one: a member that
-// joined again since (a new computation) keeps its place. A set left with
-// only its marker expires with the marker. ARGV: lease ms, then for each
-// key: how many members, then member, score, member, score...
-var dropScript = redis.NewScript(`
+// dropScript removes from group, tag or hash-index sets (KEYS, of one
+// slot) the members markScript read, once their entries are marked: every
+// member but the marker, in one range, if the set's version is still the
+// one markScript returned (no join came in between, so every member there
+// was read). A set whose version changed keeps its members: they expire
+// with their values, or leave at the set's next invalidation. A set left
+// with only its marker and version expires with the marker. ARGV: lease
+// ms, then each key's version.
+var dropScript = redis.NewScript(luaHeader + luaJoin + `
 local lease = tonumber(ARGV[1])
-local a = 2
 local n = 0
 for i = 1, #KEYS do
   local k = KEYS[i]
-  local c = tonumber(ARGV[a])
-  a = a + 1
-  for j = a, a + 2 * c - 1, 2 do
-    if redis.call('ZSCORE', k, ARGV[j]) == ARGV[j + 1] then
-      n = n + redis.call('ZREM', k, ARGV[j])
+  if (redis.call('ZSCORE', k, VER) or '0') == ARGV[i + 1] then
+    local m = redis.call('ZSCORE', k, '')
+    if m then
+      n = n + redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. m)
+      n = n + redis.call('ZREMRANGEBYSCORE', k, '(' .. m, '(' .. num(VERBASE))
+    else
+      n = n + redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. num(VERBASE))
     end
   end
-  a = a + 2 * c
-  if redis.call('ZCARD', k) == 1 and redis.call('ZSCORE', k, '') then
+  if redis.call('ZCARD', k) <= 2 and redis.call('ZSCORE', k, '') then
     if redis.call('PTTL', k) > lease then redis.call('PEXPIRE', k, lease) end
   end
 end

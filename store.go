@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,6 @@ const (
 type readResult struct {
 	status      int
 	value       string        // hit, stale (and lease, if kept for stale serving): the whole stored value
-	sent        time.Time     // statusLease by readFast: when the SET NX was sent (see storeScript)
 	wait        time.Duration // statusWait: how long the lease has left
 	corruptMeta bool          // the entry's key was corrupt (and dropped)
 }
@@ -52,7 +52,6 @@ func redisErr(op string, key string, err error) error {
 // A key of another type is statusOther too (readScript drops it).
 func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readResult, error) {
 	cmd := redis.NewStringCmd(ctx, "set", e.key, lh, "nx", "get", "px", p.leaseArg)
-	sent := time.Now()
 	var err error
 	if p.direct(ctx) {
 		err = p.rdb.Process(ctx, cmd)
@@ -64,7 +63,7 @@ func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readRe
 	}
 	switch {
 	case errors.Is(err, redis.Nil):
-		return readResult{status: statusLease, sent: sent}, nil
+		return readResult{status: statusLease}, nil
 	case err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE"):
 		return readResult{status: statusOther}, nil
 	case err != nil:
@@ -130,30 +129,45 @@ func (p *Plugin) peek(ctx context.Context, e entry) (string, bool, error) {
 // store runs storeScript and reports whether the value was stored, and how
 // many callers of other processes wait to be woken. indexes are the sets
 // the entry joins, checked and joined by the script itself (one server),
-// or nil when join did it before (several servers).
-// sent is when the caller sent the SET NX that took its lease (zero for a
-// lease taken by readScript, whose time is in the header).
-func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, sent time.Time) (bool, int, error) {
+// or nil when join did it before (several servers). started is when the
+// computation began, by this process's clock: when the script cannot order
+// an invalidation and a SET NX lease within their millisecond, store sends
+// the value again with a lower bound of started on the server's clock (one
+// more round trip, after a write just before the read only).
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, started time.Time) (bool, int, error) {
 	keys := make([]string, 0, 1+len(indexes))
 	keys = append(keys, e.key)
 	keys = append(keys, indexes...)
-	var res []int64
-	err := p.bounded(ctx, func(ctx context.Context) error {
-		var err error
-		age := int64(0)
-		if !sent.IsZero() {
-			age = time.Since(sent).Microseconds() + 1
+	begun := ""
+	for {
+		var res []any
+		err := p.bounded(ctx, func(ctx context.Context) error {
+			var err error
+			res, err = storeScript.Run(ctx, p.rdb, keys, token, value, ms(ttl), ms(p.set.LeaseTTL), begun).Slice()
+			return err
+		})
+		replied := time.Now()
+		if err != nil {
+			return false, 0, redisErr("store", e.String(), err)
 		}
-		res, err = storeScript.Run(ctx, p.rdb, keys, token, value, ms(ttl), ms(p.set.LeaseTTL), age).Int64Slice()
-		return err
-	})
-	if err != nil {
-		return false, 0, redisErr("store", e.String(), err)
+		if len(res) < 2 {
+			return false, 0, redisErr("store", e.String(), errors.New("short reply"))
+		}
+		status, _ := res[0].(int64)
+		waiters, _ := res[1].(int64)
+		if status != 2 || begun != "" || len(res) < 3 {
+			return status == 1, int(waiters), nil
+		}
+		// The server's clock read now (µs) while the script ran, before
+		// this process got its reply: the computation began at least
+		// replied - started before now.
+		s, _ := res[2].(string)
+		now, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return false, int(waiters), nil
+		}
+		begun = strconv.FormatInt(now-replied.Sub(started).Microseconds()-1, 10)
 	}
-	if len(res) < 2 {
-		return false, 0, redisErr("store", e.String(), errors.New("short reply"))
-	}
-	return res[0] == 1, int(res[1]), nil
 }
 
 // release gives up a lease (if token still holds it) and returns how many
@@ -495,12 +509,11 @@ func entryResults(entries []entry, batches [][]int, cmds []*redis.Cmd) (int, []e
 }
 
 // markedIndex is a group, tag or hash-index set marked by markScript: its
-// live members as entries, and as the (member, score) pairs to drop once
-// those entries are invalidated.
+// live members as entries, and its version then (see dropScript).
 type markedIndex struct {
 	key     string
 	entries []entry
-	pairs   []any // member, score, member, score...
+	version string
 }
 
 // markCalls returns the markScript calls that mark the given sets
@@ -534,18 +547,18 @@ func markResults(indexes []string, batches [][]int, cmds []*redis.Cmd) ([]marked
 		}
 		for j, k := range batches[i] {
 			ms, _ := r[j].([]any)
-			if len(ms)%2 != 0 {
+			if len(ms) == 0 {
 				failed = append(failed, indexes[k])
 				continue
 			}
 			m := markedIndex{key: indexes[k]}
-			for x := 0; x < len(ms); x += 2 {
-				name, _ := ms[x].(string)
-				score, _ := ms[x+1].(string)
+			m.version, _ = ms[0].(string)
+			m.entries = make([]entry, 0, len(ms)-1)
+			for _, x := range ms[1:] {
+				name, _ := x.(string)
 				if name == "" {
 					continue // the marker
 				}
-				m.pairs = append(m.pairs, name, score)
 				if en, ok := entryFromMember(name); ok {
 					m.entries = append(m.entries, en)
 				}
@@ -557,51 +570,32 @@ func markResults(indexes []string, batches [][]int, cmds []*redis.Cmd) ([]marked
 }
 
 // dropMembers removes from each marked set the members read by
-// markIndexes, each only if its score is unchanged (dropScript), in one
-// round trip (one call per batch of sets, at most maxBatchKeys members
-// each), and returns the sets whose call failed.
+// markScript, if no join came in between (see dropScript), in one round
+// trip (one call per batch of sets), and returns the sets whose call
+// failed.
 func (p *Plugin) dropMembers(ctx context.Context, marked []markedIndex) ([]string, error) {
+	// A set with no member read has nothing to drop.
+	marked = slices.DeleteFunc(slices.Clone(marked), func(m markedIndex) bool { return len(m.entries) == 0 })
 	keys := make([]string, len(marked))
 	for i, m := range marked {
 		keys[i] = m.key
 	}
 	var calls []scriptCall
 	for _, b := range p.batches(keys) {
-		var ks []string
-		args := []any{ms(p.set.LeaseTTL)}
-		flush := func() {
-			if len(ks) > 0 {
-				calls = append(calls, scriptCall{dropScript, ks, args})
-			}
-			ks, args = nil, []any{ms(p.set.LeaseTTL)}
+		ks := make([]string, len(b))
+		args := make([]any, 1, len(b)+1)
+		args[0] = ms(p.set.LeaseTTL)
+		for j, i := range b {
+			ks[j] = marked[i].key
+			args = append(args, marked[i].version)
 		}
-		size := 0
-		for _, i := range b {
-			for _, chunk := range chunks(marked[i].pairs, 2*maxBatchKeys) {
-				if size+len(chunk)/2 > maxBatchKeys {
-					flush()
-					size = 0
-				}
-				ks = append(ks, marked[i].key)
-				args = append(args, len(chunk)/2)
-				args = append(args, chunk...)
-				size += len(chunk) / 2
-			}
-		}
-		flush()
+		calls = append(calls, scriptCall{dropScript, ks, args})
 	}
 	cmds, err := p.runWrites(ctx, calls)
 	var failed []string
-	seen := map[string]bool{}
 	for i, cmd := range cmds {
-		if cmd.Err() == nil {
-			continue
-		}
-		for _, k := range calls[i].keys {
-			if !seen[k] {
-				seen[k] = true
-				failed = append(failed, k)
-			}
+		if cmd.Err() != nil {
+			failed = append(failed, calls[i].keys...)
 		}
 	}
 	return failed, err

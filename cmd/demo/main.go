@@ -386,6 +386,7 @@ func openRedis(url string) (redis.UniversalClient, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		m.ClockTTL(true) // keys expire as the clock runs, as Redis's do
 		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 		return c, func() { c.Close(); m.Close() }, nil
 	}

@@ -24,6 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // the README says it prints.
 func TestQuickStart(t *testing.T) {
 	m := miniredis.RunT(t)
+	m.ClockTTL(true) // keys expire as the clock runs, as Redis's do
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
 	db, err := gorm.Open(sqlite.Open(filepath.Join(t.TempDir(), "q.db")), &gorm.Config{Logger: logger.Discard})

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -44,34 +43,16 @@ func Redis(t testing.TB) (redis.UniversalClient, *miniredis.Miniredis) {
 		return c, nil
 	}
 	m := miniredis.RunT(t)
-	stop := expireInRealTime(m)
+	// Keys expire as the clock runs, as a real server's do (miniredis
+	// expires keys only when told to otherwise), exactly coherent with
+	// TIME and PEXPIRETIME, which the plugin's lease checks rely on. It
+	// costs every command a pass over the keys with a TTL: a test that
+	// makes thousands of keys and needs no expiry may turn it off
+	// (m.ClockTTL(false)).
+	m.ClockTTL(true)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { c.Close(); stop() })
+	t.Cleanup(func() { c.Close() })
 	return c, m
-}
-
-// expireInRealTime makes m's keys expire as the clock runs, as a real
-// server's do (miniredis only expires keys when told to), until stop is
-// called: every millisecond it fast-forwards m by the time that passed.
-func expireInRealTime(m *miniredis.Miniredis) (stop func()) {
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				m.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done); <-exited }) }
 }
 
 // Prefix returns a random key prefix, so that tests sharing a real Redis
