@@ -44,6 +44,12 @@
 //	                     a key without '>' in its field "base"
 //	CM:<name>:invalid    a sorted set: the invalidation group <name>
 //	CM:<tag>:tag         a sorted set: every entry stored under <tag>
+//	CM:>stats:<minute>   a Redis hash: the counters the processes sharing
+//	                     the prefix published in that minute (Unix time
+//	                     / 60; see FleetStats), field
+//	                     "<kind>\x00<tag>\x00<counter>" (kind and tag
+//	                     empty for the total, kind "other" for the tags
+//	                     past MaxFleetTags) and "@p\x00<plugin id>"
 //
 // An entry f of a hash is up to seven hash fields, "#s" one more per hash:
 //
@@ -62,8 +68,11 @@
 // when they expire (server time, µs) plus one lease TTL; the member ""
 // marks the set's last invalidation, scored by that time plus one lease
 // TTL. Every key the plugin writes has a TTL. Each Redis script touches
-// exactly one of these keys, so every operation is safe on Redis Cluster,
-// and no KEYS, SCAN or FLUSH is ever sent.
+// exactly one of these keys, so every operation is safe on Redis Cluster.
+// No KEYS or FLUSH is ever sent, and SCAN only by the operators' methods
+// (ScanEntries, InvalidatePattern), on each master in bounded steps. The
+// key of an entry's hash holds no '>' after the prefix, so the counters'
+// hashes are never taken for one.
 //
 // # Guarantees
 //

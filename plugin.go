@@ -42,6 +42,8 @@ type Plugin struct {
 	replayStop chan struct{} // closed by Close to stop replayLoop (Outbox)
 	replayDone chan struct{} // closed when replayLoop returns
 	stopOnce   sync.Once
+
+	pub publisher // publishes the counters (fleetstats.go)
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
@@ -56,6 +58,9 @@ func New(s Settings) *Plugin {
 	p := &Plugin{set: s, err: err, rdb: s.Redis, tokenID: hex.EncodeToString(b[:]), flushing: make(chan struct{}, maxBackground)}
 	if err == nil {
 		p.breaker, p.ctxTimeouts = newBreaker(s), contextTimeouts(s.Redis)
+		if s.StatsInterval > 0 {
+			p.startPublisher()
+		}
 	}
 	return p
 }
@@ -117,8 +122,9 @@ func (p *Plugin) Settings() Settings {
 
 // Close stops the outbox replay (Settings.Outbox) and waits for the
 // invalidations still running in the background (see
-// Settings.FlushTimeout) to finish, or for ctx to be done, whichever comes
-// first, and returns ctx's error in the latter case. After Close, memoized
+// Settings.FlushTimeout) to finish, then publishes the counters not yet
+// published (Settings.StatsInterval), or stops waiting when ctx is done,
+// whichever comes first, and returns ctx's error in the latter case. After Close, memoized
 // calls, invalidations and GORM writes through the plugin fail with
 // ErrClosed. Close does not close the Redis client: the caller owns it.
 // Calling Close again waits again.
@@ -136,6 +142,7 @@ func (p *Plugin) Close(ctx context.Context) error {
 			<-p.replayDone
 		}
 		p.flushes.Wait()
+		p.stopPublisher(ctx)
 		close(done)
 	}()
 	select {

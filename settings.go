@@ -23,6 +23,7 @@ const (
 	DefaultBreakerFails   = 5
 	DefaultBreakerCool    = time.Second
 	DefaultStaleTTL       = 5 * time.Minute
+	DefaultStatsInterval  = 10 * time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -152,6 +153,14 @@ type Settings struct {
 	// must be safe for concurrent use and should return quickly.
 	InvalidationHook func(ctx context.Context, groups []string, entries int)
 
+	// StatsInterval is how often, at most, the plugin adds its counters
+	// to Redis while they change, so that FleetStats (the admin page, the
+	// command line) sums them over every process sharing the Prefix; Close
+	// adds what is left. It costs one Redis call per interval of activity
+	// and nothing while idle. Negative: off (PublishStats still works). If
+	// zero, defaults to 10s.
+	StatsInterval time.Duration
+
 	// FailClosed makes a wrapped function return an error wrapping ErrRedis
 	// when Redis cannot be read, instead of calling the function without
 	// the cache (fail-open, the default). Failures after the function ran
@@ -197,6 +206,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	}
 	if s.BreakerCooldown == 0 {
 		s.BreakerCooldown = DefaultBreakerCool
+	}
+	if s.StatsInterval == 0 {
+		s.StatsInterval = DefaultStatsInterval
 	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
