@@ -154,8 +154,10 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 	// before it cannot make the result stale.
 	started := time.Now()
 	sctx := context.WithoutCancel(ctx)
+	fctx, end := p.span(ctx, OpMiss, SpanInfo{Key: l.e.String(), Tag: l.tag})
 	defer func() {
 		if v := recover(); v != nil {
+			end(fmt.Errorf("%w: %v", ErrPanic, v))
 			p.reg.add(l.tagC, loaderErrors, 1)
 			p.report(ctx, p.release(sctx, l.e, token))
 			if pe, ok := v.(*PanicError); ok {
@@ -167,14 +169,20 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 	if l.miss != nil {
 		l.miss(ctx)
 	}
-	if r, err = l.fn(ctx); err != nil {
+	r, err = l.fn(fctx)
+	end(err)
+	end = func(error) {} // ended: a panic below is not the function's
+	if err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
 		p.report(ctx, p.release(sctx, l.e, token))
 		return r, err
 	}
 	p.reg.add(l.tagC, misses, 1)
 	// The caller gets r whatever happens below; storing is best effort.
-	if err := storeResult(sctx, p, l, token, started, leaseAt, r); err != nil {
+	stctx, endStore := p.span(sctx, OpStore, SpanInfo{Key: l.e.String(), Tag: l.tag})
+	err = storeResult(stctx, p, l, token, started, leaseAt, r)
+	endStore(err)
+	if err != nil {
 		switch {
 		case errors.Is(err, errOvertaken):
 			p.reg.add(l.tagC, conflicts, 1)
@@ -190,7 +198,7 @@ func compute[R any](ctx context.Context, p *Plugin, l load[R], token string, lea
 }
 
 // errOvertaken means an invalidation came after the computation started.
-var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
+var errOvertaken = ErrConflict
 
 func storeResult[R any](ctx context.Context, p *Plugin, l load[R], token string, started time.Time, leaseAt int64, r R) error {
 	blob, err := encode(p.set.Codec, r)

@@ -153,6 +153,13 @@ type Settings struct {
 	// must be safe for concurrent use and should return quickly.
 	InvalidationHook func(ctx context.Context, groups []string, entries int)
 
+	// Tracer, if set, is told when a memoized function computes after a
+	// miss, when its value is stored, and when a committed write's
+	// invalidation runs (see Tracer): package tracing opens OpenTelemetry
+	// spans for them, package metrics times the invalidations. Tracers
+	// combines several.
+	Tracer Tracer
+
 	// StatsInterval is how often, at most, the plugin adds its counters
 	// to Redis while they change, so that FleetStats (the admin page, the
 	// command line) sums them over every process sharing the Prefix; Close
