@@ -70,7 +70,7 @@ func TestTracer(t *testing.T) {
 		"t start cacheme.store " + key + " trt 0", "t end cacheme.store nil",
 	})
 	equals(t, inFn, any("t cacheme.miss")) // the function runs in the span's context
-	call(t, f, 1)                         // a hit: nothing to report
+	call(t, f, 1)                          // a hit: nothing to report
 	deepEquals(t, tr.take(), []string(nil))
 
 	_, err := p.InvalidateKeys(bg, "tr")
