@@ -136,6 +136,7 @@ func Run(ctx context.Context, o Options) error {
 func (s *store) memoize() error {
 	var err error
 	s.booksOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Tag:    "books-of-user",
 		Key:    func(id uint) string { return fmt.Sprintf("user:%d>books", id) },
 		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("User:%d:books", id)} },
 		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
@@ -155,6 +156,7 @@ func (s *store) memoize() error {
 		return err
 	}
 	s.usersOf, err = cacheme.Wrap(s.p, cacheme.Spec[uint, []string]{
+		Tag:    "users-of-book",
 		Key:    func(id uint) string { return fmt.Sprintf("book:%d>users", id) },
 		Groups: func(id uint, _ []string) []string { return []string{fmt.Sprintf("Book:%d:users", id)} },
 		Miss:   func(_ context.Context, key string, _ uint) { s.miss(key) },
