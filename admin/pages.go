@@ -32,9 +32,12 @@ type view struct {
 	Kinds     []string // the kinds the free form offers (group, key: those the actor may invalidate)
 }
 
+// titles are the pages' titles, by path.
+var titles = map[string]string{"/history": "History", "/browse": "Browse", "/entry": "Entry", "pattern": "Pattern"}
+
 func (h *handler) view(r *http.Request, actor, page string) view {
 	v := view{
-		Title:     page,
+		Title:     titles[page],
 		Prefix:    h.p.Settings().Prefix,
 		Now:       formatTime(h.opts.Now()),
 		ReadOnly:  h.opts.ReadOnly,
@@ -113,7 +116,6 @@ type fleetGroup struct {
 }
 
 func (h *handler) overview(w http.ResponseWriter, r *http.Request, q url.Values, v view) {
-	v.Title = ""
 	st := h.p.Stats()
 	d := overviewData{
 		view:    v,

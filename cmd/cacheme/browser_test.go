@@ -66,7 +66,9 @@ func browser(t *testing.T, creds *atomic.Pointer[[2]string]) context.Context {
 	ctx, cancelCtx = chromedp.NewContext(actx, chromedp.WithListener(func(ev any) {
 		switch ev := ev.(type) {
 		case *fetch.EventRequestPaused:
-			go func() { _, _ = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID}) }()
+			go func() {
+				_, _ = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+			}()
 		case *fetch.EventAuthRequired:
 			resp := &fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseCancelAuth}
 			if c := creds.Load(); c != nil {
