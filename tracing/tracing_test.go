@@ -71,7 +71,7 @@ func TestSpans(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range miss.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["cacheme.key"] != p.Settings().Prefix+"k>base" || attrs["cacheme.tag"] != "books" {
 		t.Fatalf("miss attributes %v", attrs)

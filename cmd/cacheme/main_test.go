@@ -558,3 +558,87 @@ func serveAdmin(t *testing.T, env []string, args ...string) (string, func() erro
 	}
 	return "", nil
 }
+
+// clusterURL returns the cluster:// URL of CACHEME_TEST_REDIS_CLUSTER and
+// a Cluster client of it (the test fails if it is unreachable); without
+// the variable, redisURL's Redis, so that the scenario still runs on one
+// node.
+func clusterURL(t *testing.T) (string, redis.UniversalClient) {
+	t.Helper()
+	env := os.Getenv("CACHEME_TEST_REDIS_CLUSTER")
+	if env == "" {
+		return redisURL(t)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(env, ",")})
+	t.Cleanup(func() { c.Close() })
+	if err := c.ForEachShard(bg, func(ctx context.Context, n *redis.Client) error { return n.Ping(ctx).Err() }); err != nil {
+		t.Fatalf("CACHEME_TEST_REDIS_CLUSTER=%q is set but unreachable: %v", env, err)
+	}
+	return "cluster://" + env, c
+}
+
+// TestCluster runs the command and its admin page on a Redis Cluster
+// (CACHEME_TEST_REDIS_CLUSTER): the pattern walks every master, Browse
+// pages over all of them, and the counters' minutes live on several.
+func TestCluster(t *testing.T) {
+	url, rdb := clusterURL(t)
+	prefix := testenv.Prefix()
+	p := newPlugin(t, rdb, prefix)
+	books := memo(t, p, "books")
+	books.fill(t, 300)
+	if err := p.PublishStats(bg); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"CACHEME_REDIS=" + url, "CACHEME_PREFIX=" + prefix}
+	r := cli(t, env, "stats", "--json").ok(t)
+	if !strings.Contains(r.out, `"misses": 300`) {
+		t.Fatalf("stats: %s", r.out)
+	}
+	r = cli(t, env, "inspect", "books:123").ok(t)
+	if !strings.Contains(r.out, "value      123") {
+		t.Fatalf("inspect: %s", r.out)
+	}
+
+	base, stop := serveAdmin(t, append(env, "CACHEME_ADMIN_USER=ann", "CACHEME_ADMIN_PASSWORD=pw"))
+	seen := map[string]bool{}
+	next := "/browse?match=books:*"
+	for pages := 0; next != ""; pages++ {
+		req, _ := http.NewRequest(http.MethodGet, base+next, nil)
+		req.SetBasicAuth("ann", "pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || pages > 50 {
+			t.Fatalf("GET %s: %d %s", next, resp.StatusCode, b)
+		}
+		for _, m := range regexp.MustCompile(`entry\?key=books%3a(\d+)`).FindAllStringSubmatch(string(b), -1) {
+			seen[m[1]] = true
+		}
+		next = ""
+		if m := regexp.MustCompile(`<a href="(browse\?[^"]*)">Next page</a>`).FindStringSubmatch(string(b)); m != nil {
+			next = "/" + strings.ReplaceAll(m[1], "&amp;", "&")
+		}
+	}
+	if len(seen) != 300 {
+		t.Fatalf("Browse listed %d of the 300 keys", len(seen))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	r = cli(t, env, "invalidate", "pattern", "books:1*").ok(t)
+	if !strings.Contains(r.out, "pattern books:1*: 111 entries invalidated") {
+		t.Fatalf("pattern: %s", r.out)
+	}
+	for _, id := range []int{1, 10, 150, 199} {
+		if got := books.computed(t, id); got != 2 {
+			t.Errorf("books:%d computed %d times; want 2", id, got)
+		}
+	}
+	if got := books.computed(t, 200); got != 1 {
+		t.Errorf("books:200 computed %d times; want 1", got)
+	}
+}
