@@ -125,7 +125,8 @@ const (
 	PatternStep = 1000
 
 	defaultScanLimit = 50
-	maxScanSteps     = 64      // SCAN or ZSCAN calls one page may make
+	maxScanSteps     = 100     // SCAN or ZSCAN calls one page may make
+	scanStep         = 1000    // the COUNT of ScanEntries' SCAN and ZSCAN steps
 	maxPreviewInput  = 1 << 20 // values larger than this are not decoded
 )
 
@@ -136,8 +137,9 @@ const statsMark = fieldSep + "stats:"
 
 // ScanEntries lists the entries under the plugin's prefix, one page at a
 // time: by a glob over their keys (SCAN on every master of a Cluster), or
-// those of a tag or group (ZSCAN of its set). Each page makes at most a
-// few dozen bounded SCAN steps; an entry that is added or removed during
+// those of a tag or group (ZSCAN of its set). Each page makes at most 100
+// SCAN steps of COUNT 1000 (a page of a sparse glob over a large database
+// may hold fewer entries than its limit, or none, and go on); an entry that is added or removed during
 // a walk may be listed or not, and one listed twice is possible if a
 // Cluster's slots move. Bad options are an error wrapping ErrInvalidKey
 // (names) or ErrInvalidSpec (limit, cursor).
@@ -374,7 +376,7 @@ func (p *Plugin) scanHashes(ctx context.Context, pat pattern, limit int, cur cur
 			page.Next = cur.String()
 			return page, nil
 		}
-		keys, next, err := nodes[cur.node].ScanType(ctx, cur.pos, p.match(pat), int64(limit), "hash").Result()
+		keys, next, err := nodes[cur.node].ScanType(ctx, cur.pos, p.match(pat), scanStep, "hash").Result()
 		if err != nil {
 			return Page{}, redisErr("SCAN", pat.raw, err)
 		}
@@ -422,7 +424,7 @@ func (p *Plugin) scanSet(ctx context.Context, key string, pat pattern, limit int
 			page.Next = cur.String()
 			return page, nil
 		}
-		res, next, err := p.rdb.ZScan(ctx, key, cur.pos, "", int64(limit)).Result()
+		res, next, err := p.rdb.ZScan(ctx, key, cur.pos, "", scanStep).Result()
 		if err != nil {
 			return Page{}, redisErr("ZSCAN", key, err)
 		}
