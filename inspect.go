@@ -266,8 +266,8 @@ func (p *Plugin) InvalidatePattern(ctx context.Context, pattern string, dryRun b
 			for len(keys) > 0 {
 				batch := keys[:min(len(keys), PatternStep)]
 				keys = keys[len(batch):]
-				n, err := p.patternBatch(ctx, pat, p.ownHashes(batch), dryRun)
-				hit += n
+				got, err := p.patternBatch(ctx, pat, p.ownHashes(batch), dryRun)
+				hit += got
 				if err != nil {
 					return hit, err
 				}

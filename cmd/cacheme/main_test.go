@@ -122,9 +122,12 @@ func dbURLs(t *testing.T) map[string]string {
 	return out
 }
 
+// newPlugin returns a plugin whose memoized calls wait for Redis as long
+// as it takes (no OpTimeout, no breaker), so that a slow server under load
+// (miniredis and the race detector) stores every value.
 func newPlugin(t *testing.T, rdb redis.UniversalClient, prefix string) *cacheme.Plugin {
 	t.Helper()
-	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, StatsInterval: -1})
+	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, StatsInterval: -1, OpTimeout: -1, BreakerFailures: -1})
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +138,7 @@ func newPlugin(t *testing.T, rdb redis.UniversalClient, prefix string) *cacheme.
 // counted memoizes under tag "<tag>" the keys "<tag>:<i>" with the groups
 // "<tag>:g<i%3>", counting the computations per key.
 type counted struct {
+	p    *cacheme.Plugin
 	mu   sync.Mutex
 	runs map[int]int
 	f    func(context.Context, int) (int, error)
@@ -142,7 +146,7 @@ type counted struct {
 
 func memo(t *testing.T, p *cacheme.Plugin, tag string) *counted {
 	t.Helper()
-	c := &counted{runs: map[int]int{}}
+	c := &counted{p: p, runs: map[int]int{}}
 	f, err := cacheme.Wrap(p, cacheme.Spec[int, int]{
 		Key:    func(i int) string { return tag + ":" + strconv.Itoa(i) },
 		Groups: func(i int, _ int) []string { return []string{tag + ":g" + strconv.Itoa(i%3)} },
@@ -184,6 +188,9 @@ func (c *counted) fill(t *testing.T, n int) {
 	case err := <-errs:
 		t.Fatal(err)
 	default:
+	}
+	if st := c.p.Stats().Total; st.RedisErrors+st.Conflicts > 0 {
+		t.Fatalf("filling: %d Redis errors, %d conflicts", st.RedisErrors, st.Conflicts)
 	}
 }
 
