@@ -124,10 +124,13 @@ func dbURLs(t *testing.T) map[string]string {
 
 // newPlugin returns a plugin whose memoized calls wait for Redis as long
 // as it takes (no OpTimeout, no breaker), so that a slow server under load
-// (miniredis and the race detector) stores every value.
+// (miniredis and the race detector) stores every value. Its values live a
+// minute, and an invalidation deletes them (no stale serving), so that a
+// shared Redis is soon rid of the test's keys.
 func newPlugin(t *testing.T, rdb redis.UniversalClient, prefix string) *cacheme.Plugin {
 	t.Helper()
-	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, StatsInterval: -1, OpTimeout: -1, BreakerFailures: -1})
+	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, StatsInterval: -1, OpTimeout: -1, BreakerFailures: -1,
+		TTL: time.Minute, NoStale: true})
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
