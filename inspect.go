@@ -125,8 +125,9 @@ const (
 	PatternStep = 1000
 
 	defaultScanLimit = 50
-	maxScanSteps     = 100     // SCAN or ZSCAN calls one page may make
-	scanStep         = 1000    // the COUNT of ScanEntries' SCAN and ZSCAN steps
+	maxScanSteps     = 1000                   // SCAN or ZSCAN calls one page may make
+	maxScanTime      = 250 * time.Millisecond // after which a page makes no more
+	scanStep         = 1000                   // the COUNT of ScanEntries' SCAN and ZSCAN steps
 	maxPreviewInput  = 1 << 20 // values larger than this are not decoded
 )
 
@@ -137,9 +138,10 @@ const statsMark = fieldSep + "stats:"
 
 // ScanEntries lists the entries under the plugin's prefix, one page at a
 // time: by a glob over their keys (SCAN on every master of a Cluster), or
-// those of a tag or group (ZSCAN of its set). Each page makes at most 100
-// SCAN steps of COUNT 1000 (a page of a sparse glob over a large database
-// may hold fewer entries than its limit, or none, and go on); an entry that is added or removed during
+// those of a tag or group (ZSCAN of its set). A page makes SCAN steps of
+// COUNT 1000 until it is full, the walk ends, or 250ms have passed (so a
+// page of a sparse glob over a large database may hold fewer entries than
+// its limit, or none, and go on); an entry that is added or removed during
 // a walk may be listed or not, and one listed twice is possible if a
 // Cluster's slots move. Bad options are an error wrapping ErrInvalidKey
 // (names) or ErrInvalidSpec (limit, cursor).
@@ -371,8 +373,9 @@ func (p *Plugin) scanHashes(ctx context.Context, pat pattern, limit int, cur cur
 		return Page{}, err
 	}
 	var page Page
+	start := time.Now()
 	for steps := 0; cur.node < len(nodes); steps++ {
-		if steps == maxScanSteps || len(page.Entries) >= limit {
+		if steps == maxScanSteps || steps > 0 && time.Since(start) > maxScanTime || len(page.Entries) >= limit {
 			page.Next = cur.String()
 			return page, nil
 		}
@@ -419,8 +422,9 @@ func (p *Plugin) scanSet(ctx context.Context, key string, pat pattern, limit int
 	if cur.node != 0 {
 		return Page{}, fmt.Errorf("%w: bad cursor for a tag or group", ErrInvalidSpec)
 	}
+	start := time.Now()
 	for steps := 0; ; steps++ {
-		if steps == maxScanSteps || len(page.Entries) >= limit {
+		if steps == maxScanSteps || steps > 0 && time.Since(start) > maxScanTime || len(page.Entries) >= limit {
 			page.Next = cur.String()
 			return page, nil
 		}
