@@ -379,7 +379,11 @@ func sortedTags(f cacheme.Fleet) []string {
 var tableColumns = []string{"hits", "misses", "stale", "herd_waits", "invalidations", "redis_errors", "loader_errors"}
 
 func writeTable(c *config, f cacheme.Fleet) error {
-	fmt.Fprintf(c.out, "prefix %s, last %v: %d processes published\n\n", c.prefix, cacheme.FleetWindow, f.Processes)
+	procs := "processes"
+	if f.Processes == 1 {
+		procs = "process"
+	}
+	fmt.Fprintf(c.out, "prefix %s, last %v: %d %s published\n\n", c.prefix, cacheme.FleetWindow, f.Processes, procs)
 	w := tabwriter.NewWriter(c.out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "tag\tkind\t%s\tserved from cache\t\n", strings.Join(tableColumns, "\t"))
 	row := func(name, kind string, cs cacheme.Counters) {

@@ -236,7 +236,7 @@ func TestHelp(t *testing.T) {
 // by the demo.
 func TestEmbedded(t *testing.T) {
 	r := cli(t, nil, "stats").ok(t)
-	for _, want := range []string{"1 processes published", "books-of-user", "users-of-book", "(all)"} {
+	for _, want := range []string{"1 process published", "books-of-user", "users-of-book", "(all)"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("stats lacks %q:\n%s", want, r.out)
 		}
@@ -383,6 +383,7 @@ func TestPatternLarge(t *testing.T) {
 	env := []string{"CACHEME_REDIS=" + url, "CACHEME_PREFIX=" + prefix}
 
 	r := cli(t, env, "invalidate", "pattern", "big:*", "--dry-run").ok(t)
+	t.Logf("%s", r.out)
 	if !strings.Contains(r.out, fmt.Sprintf("pattern big:*: %d entries match (dry run", n)) {
 		t.Fatalf("dry run: %s", r.out)
 	}
@@ -497,7 +498,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("bad password: %d", code)
 	}
 	code, body := get("/", "ann", "pw")
-	if code != http.StatusOK || !strings.Contains(body, "1 processes published") || !strings.Contains(body, "<code>books</code>") {
+	if code != http.StatusOK || !strings.Contains(body, "1 process published") || !strings.Contains(body, "<code>books</code>") {
 		t.Fatalf("overview: %d %s", code, body)
 	}
 	// Browse, following its pages (a shared Redis holds other keys too).
