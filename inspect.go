@@ -128,7 +128,7 @@ const (
 	maxScanSteps     = 1000                   // SCAN or ZSCAN calls one page may make
 	maxScanTime      = 250 * time.Millisecond // after which a page makes no more
 	scanStep         = 1000                   // the COUNT of ScanEntries' SCAN and ZSCAN steps
-	maxPreviewInput  = 1 << 20 // values larger than this are not decoded
+	maxPreviewInput  = 1 << 20                // values larger than this are not decoded
 )
 
 // statsMark starts the keys of the cross-process counters after the
