@@ -2,7 +2,9 @@
 # against the local Redis and PostgreSQL), cluster (local 3-master Redis
 # Cluster), faults (the fault suite, build tag faults: redis-server
 # processes it starts, freezes and kills; needs redis-server and
-# redis-cli), bench, lint, demo. test and race are hermetic (miniredis,
+# redis-cli), browser (the end-to-end test in headless chromium, build tag
+# browser; needs chromium: apt-get install -y chromium), bench, lint, demo,
+# cli (builds bin/cacheme). test and race are hermetic (miniredis,
 # SQLite) unless CACHEME_TEST_REDIS / CACHEME_TEST_POSTGRES are set, so they pass on
 # a machine with nothing running.
 
@@ -12,7 +14,7 @@ REDIS_URL    ?= redis://127.0.0.1:6379/0
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 CLUSTER      ?= 127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 
-.PHONY: test race integration cluster faults fuzz bench bench-unit lint demo
+.PHONY: test race integration cluster faults browser fuzz bench bench-unit lint demo cli
 
 test:
 	$(GO) test -count=1 -timeout $(TIMEOUT) ./...
@@ -33,6 +35,12 @@ cluster:
 faults:
 	CACHEME_TEST_POSTGRES='$(POSTGRES_URL)' \
 		$(GO) test -tags faults -race -count=1 -timeout 8m -v -run '^TestFault' .
+
+# The end-to-end browser test; SCREENSHOTS=dir saves a PNG of each page.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	CACHEME_CHROMIUM='$(CHROMIUM)' CACHEME_SCREENSHOTS='$(SCREENSHOTS)' \
+		$(GO) test -tags browser -count=1 -timeout 5m -v -run '^TestBrowser$$' ./cmd/cacheme
 
 # Each fuzz target for FUZZTIME (the seeds in testdata/fuzz run in every
 # go test too).
@@ -60,10 +68,15 @@ lint:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	$(GO) vet -tags faults .
+	$(GO) vet -tags browser ./cmd/cacheme
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags faults .
+	$(STATICCHECK) -tags browser ./cmd/cacheme
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then \
 		echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; fi
 
 demo:
 	$(GO) run ./cmd/demo
+
+cli:
+	$(GO) build -o bin/cacheme ./cmd/cacheme

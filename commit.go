@@ -292,7 +292,9 @@ func (p *Plugin) flushNow(ctx context.Context, w *pending) error {
 			p.report(ctx, fmt.Errorf("cacheme: a committed write named a group the plugin cannot use: %w", err))
 		}
 	}
-	hit, err := p.invalidation(indexes, nil).run(ctx, p, flushRetries)
+	sctx, end := p.span(ctx, OpFlush, SpanInfo{Groups: len(groups)})
+	hit, err := p.invalidation(indexes, nil).run(sctx, p, flushRetries)
+	end(err)
 	if err != nil {
 		if p.set.Outbox {
 			err = fmt.Errorf("%w (the outbox keeps it for Replay)", err)

@@ -65,6 +65,12 @@
 //	                     conjunctions cached reads are filed under),
 //	                     scored by when they may be forgotten (server
 //	                     time, ms)
+//	CM:>stats:<minute>   a Redis hash: the counters the processes sharing
+//	                     the prefix published in that minute (Unix time
+//	                     / 60; see FleetStats), field
+//	                     "<kind>\x00<tag>\x00<counter>" (kind and tag
+//	                     empty for the total, kind "other" for the tags
+//	                     past MaxFleetTags) and "@p\x00<plugin id>"
 //
 // A cached GORM read is the entry "q:<table>:<hash>"; its value is the
 // rows the database returned (rowset.go). Its groups are the conjunctions
@@ -105,14 +111,18 @@
 // Group, tag and hash-index members are entry names ("CM:book:1>base"),
 // scored by when they expire (server time, µs) plus one lease TTL; the
 // member "" marks the set's last invalidation, scored by that time plus one
-// lease TTL. Every key the plugin writes has a TTL. On a single server (a
+// lease TTL; the member "\x01" is the set's version, scored 4e15 plus the
+// joins so far (an invalidation drops the members it read in one range
+// when no join came in between). Every key the plugin writes has a TTL. On a single server (a
 // client or failover client) the store is one script over the entry and
 // its sets; on several servers (Cluster, Ring) the sets are joined first,
 // one script each, then the entry stored. Invalidations run one script per
 // batch of at most 1000 keys on one server, or of one slot on Cluster (a
 // Ring: one key per script). Every script's keys are in one Cluster slot
 // except the single-server store, so every operation is safe on Redis
-// Cluster, and no KEYS, SCAN or FLUSH is ever sent.
+// Cluster. No KEYS or FLUSH is ever sent, and SCAN only by the operators'
+// methods (ScanEntries, InvalidatePattern), on each master in bounded
+// steps.
 //
 // # Guarantees
 //

@@ -59,4 +59,9 @@ var (
 	// broadly instead: every row of the table, or only its TableGroup when
 	// even that read fails. The write itself goes on.
 	ErrBroadInvalidation = errors.New("cacheme: broad invalidation")
+
+	// ErrConflict ends an OpStore (see Tracer) whose value was not stored
+	// because an invalidation overtook its computation (counted in
+	// Counters.Conflicts).
+	ErrConflict = errors.New("cacheme: result overtaken by an invalidation")
 )

@@ -1,5 +1,7 @@
 package cacheme
 
+import "time"
+
 // Test access to the Redis layout (see "Redis layout" in doc.go), for the
 // tests that read or corrupt what the plugin stores.
 
@@ -38,3 +40,11 @@ const (
 	OffWaiters = offWaiters
 	OffGroups  = offGroups
 )
+
+// SetFleetClock sets the clock that picks the minutes of the counters'
+// hashes (fleetstats.go), for tests.
+func SetFleetClock(p *Plugin, now func() time.Time) {
+	p.pub.mu.Lock()
+	defer p.pub.mu.Unlock()
+	p.pub.now = now
+}

@@ -300,8 +300,10 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 		p.report(ctx, err)
 		p.report(ctx, p.wake(sctx, l.e, n))
 	}
+	sptx, end := p.span(ctx, OpMiss, SpanInfo{Key: l.e.String(), Tag: l.tag})
 	defer func() {
 		if v := recover(); v != nil {
+			end(fmt.Errorf("%w: %v", ErrPanic, v))
 			p.reg.add(l.tagC, loaderErrors, 1)
 			giveUp()
 			if pe, ok := v.(*PanicError); ok {
@@ -313,11 +315,14 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 	if l.miss != nil {
 		l.miss(ctx, l.key, l.args)
 	}
-	fctx, rec := ctx, (*recorder)(nil)
+	fctx, rec := sptx, (*recorder)(nil)
 	if l.capture {
-		fctx, rec = withRecorder(ctx, l.ttl)
+		fctx, rec = withRecorder(sptx, l.ttl)
 	}
-	if r, err = l.fn(fctx, l.args); err != nil {
+	r, err = l.fn(fctx, l.args)
+	end(err)
+	end = func(error) {} // ended: a panic below is not the function's
+	if err != nil {
 		p.reg.add(l.tagC, loaderErrors, 1)
 		giveUp()
 		f.err = err
@@ -338,7 +343,9 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 		}
 	}
 	// The caller gets r whatever happens below; storing is best effort.
-	blob, groups, waiters, err := storeResult(sctx, p, l, token, started, r, captured)
+	stctx, endStore := p.span(sctx, OpStore, SpanInfo{Key: l.e.String(), Tag: l.tag})
+	blob, groups, waiters, err := storeResult(stctx, p, l, token, started, r, captured)
+	endStore(err)
 	if blob != nil {
 		f.how, f.blob = outcomeComputed, stringOf(blob)
 		f.groups, f.groupsKnown = groups, true
@@ -363,7 +370,7 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 }
 
 // errOvertaken means an invalidation came after the computation started.
-var errOvertaken = errors.New("cacheme: result overtaken by an invalidation")
+var errOvertaken = ErrConflict
 
 // storeResult encodes r and stores it with its groups, the ones its spec
 // names and the ones captured from the reads that computed it: on a single

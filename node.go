@@ -51,7 +51,7 @@ func WrapNode[A any, N nodes.Node, R any](p *Plugin, spec NodeSpec[A, N, R], fn 
 		return nil, fmt.Errorf("%w: the node type must be concrete, not the interface %v", ErrInvalidSpec, reflect.TypeFor[N]())
 	}
 	tag := nodeTag[N]()
-	tagC := p.reg.register(tag)
+	tagC := p.reg.registerKind(tag, KindNode)
 	return func(ctx context.Context, args A) (R, error) {
 		var zero R
 		if err := p.Err(); err != nil {
@@ -108,7 +108,7 @@ type NodeManager[N nodes.Node, R any] struct {
 func Nodes[N nodes.Node, R any](p *Plugin) NodeManager[N, R] {
 	tag := nodeTag[N]()
 	if p.Err() == nil {
-		p.reg.register(tag)
+		p.reg.registerKind(tag, KindNode)
 	}
 	return NodeManager[N, R]{p: p, tag: tag}
 }

@@ -55,6 +55,8 @@ type Plugin struct {
 	replayStop chan struct{} // closed by Close to stop replayLoop (Outbox)
 	replayDone chan struct{} // closed when replayLoop returns
 	stopOnce   sync.Once
+
+	pub publisher // publishes the counters (fleetstats.go)
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
@@ -72,6 +74,9 @@ func New(s Settings) *Plugin {
 		p.reportHealthy = p.healthyReport
 		p.healthy.Store(true)
 		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
+		if s.StatsInterval > 0 {
+			p.startPublisher()
+		}
 	}
 	return p
 }
@@ -133,8 +138,9 @@ func (p *Plugin) Settings() Settings {
 
 // Close stops the outbox replay (Settings.Outbox) and waits for the
 // invalidations still running in the background (see
-// Settings.FlushTimeout) to finish, or for ctx to be done, whichever comes
-// first, and returns ctx's error in the latter case. After Close, memoized
+// Settings.FlushTimeout) to finish, then publishes the counters not yet
+// published (Settings.StatsInterval), or stops waiting when ctx is done,
+// whichever comes first, and returns ctx's error in the latter case. After Close, memoized
 // calls, invalidations and GORM writes through the plugin fail with
 // ErrClosed. Close does not close the Redis client: the caller owns it.
 // Calling Close again waits again.
@@ -156,6 +162,7 @@ func (p *Plugin) Close(ctx context.Context) error {
 		if p.rowsDB != nil {
 			_ = p.rowsDB.Close()
 		}
+		p.stopPublisher(ctx)
 		close(done)
 	}()
 	select {

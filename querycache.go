@@ -293,7 +293,7 @@ func (p *Plugin) cachedRead(ctx context.Context, db *gorm.DB, pol readPolicy, de
 	conn := st.ConnPool
 	sql, vars := st.SQL.String(), st.Vars
 	l := load[struct{}, *rowSet]{
-		e: e, key: key, tag: tag, tagC: p.reg.register(tag), stale: pol.opts.Stale.resolve(p), ttl: ttl, codec: rowsCodec{},
+		e: e, key: key, tag: tag, tagC: p.reg.registerKind(tag, KindTable), stale: pol.opts.Stale.resolve(p), ttl: ttl, codec: rowsCodec{},
 		groups: func(struct{}, *rowSet) ([]string, error) { return groups, nil },
 		fn: func(ctx context.Context, _ struct{}) (*rowSet, error) {
 			rows, err := conn.QueryContext(ctx, sql, vars...)

@@ -23,6 +23,7 @@ const (
 	DefaultBreakerFails   = 5
 	DefaultBreakerCool    = time.Second
 	DefaultStaleTTL       = 5 * time.Minute
+	DefaultStatsInterval  = 10 * time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -157,6 +158,21 @@ type Settings struct {
 	// must be safe for concurrent use and should return quickly.
 	InvalidationHook func(ctx context.Context, groups []string, entries int)
 
+	// Tracer, if set, is told when a memoized function computes after a
+	// miss, when its value is stored, and when a committed write's
+	// invalidation runs (see Tracer): package tracing opens OpenTelemetry
+	// spans for them, package metrics times the invalidations. Tracers
+	// combines several.
+	Tracer Tracer
+
+	// StatsInterval is how often, at most, the plugin adds its counters
+	// to Redis while they change, so that FleetStats (the admin page, the
+	// command line) sums them over every process sharing the Prefix; Close
+	// adds what is left. It costs one Redis call per interval of activity
+	// and nothing while idle. Negative: off (PublishStats still works). If
+	// zero, defaults to 10s.
+	StatsInterval time.Duration
+
 	// FailClosed makes a wrapped function return an error wrapping ErrRedis
 	// when Redis cannot be read, instead of calling the function without
 	// the cache (fail-open, the default). Failures after the function ran
@@ -199,6 +215,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	}
 	if s.BreakerCooldown == 0 {
 		s.BreakerCooldown = DefaultBreakerCool
+	}
+	if s.StatsInterval == 0 {
+		s.StatsInterval = DefaultStatsInterval
 	}
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}

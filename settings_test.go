@@ -53,18 +53,18 @@ func TestNewSettings(t *testing.T) {
 			Prefix: "CM:", HerdRetryTime: 20 * time.Millisecond, StaleTTL: 5 * time.Minute,
 			TTL: 24 * time.Hour, LeaseTTL: 10 * time.Second, FlushTimeout: time.Second, ReplayInterval: 10 * time.Second,
 			WaitTimeout: 100 * time.Millisecond, OpTimeout: 500 * time.Millisecond, BreakerFailures: 5, BreakerCooldown: time.Second,
-			Codec: cacheme.MsgpackCodec{},
+			Codec: cacheme.MsgpackCodec{}, StatsInterval: 10 * time.Second,
 		}},
 		{"explicit", cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, StaleTTL: time.Hour, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
-			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
+			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute, StatsInterval: -1,
 		}, cacheme.Settings{
 			Disabled: true, Prefix: "MY:", HerdRetryCount: 7, HerdRetryTime: time.Second, NoStale: true,
 			TTL: time.Millisecond, StaleTTL: time.Hour, LeaseTTL: time.Minute, FlushTimeout: time.Minute, Codec: cacheme.JSONCodec{}, FailClosed: true,
 			Outbox: true, ReplayInterval: time.Minute, WaitReplicas: 2, WaitTimeout: time.Second,
-			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute,
+			OpTimeout: time.Second, BreakerFailures: 3, BreakerCooldown: time.Minute, StatsInterval: -1,
 		}},
 	}
 	for _, tt := range tests {

@@ -49,12 +49,28 @@ func (c *counters) snapshot() Counters {
 	}
 }
 
+// TagKind says what a tag names.
+type TagKind string
+
+// The kinds of tags.
+const (
+	KindFunction TagKind = "function" // a function memoized by Wrap
+	KindNode     TagKind = "node"     // a node type (WrapNode, Nodes)
+	KindTable    TagKind = "table"    // a table whose queries are cached
+)
+
 // registry holds the tags a Plugin knows and their counters. It is safe for
 // concurrent use.
 type registry struct {
 	total counters
-	mu    sync.RWMutex         // protects tags
+	mu    sync.RWMutex         // protects tags and kinds
 	tags  map[string]*counters // tag name -> its counters
+	kinds map[string]TagKind   // tag name -> its kind, when not KindFunction
+
+	// active is called by the first add after activeSeen is cleared (see
+	// fleetstats.go); nil when the counters are not published.
+	active     func()
+	activeSeen atomic.Bool
 }
 
 // register adds a tag (idempotent) and returns its counters.
@@ -75,6 +91,34 @@ func (r *registry) register(tag string) *counters {
 		r.tags[tag] = c
 	}
 	return c
+}
+
+// registerKind is register for a tag of another kind than a function.
+func (r *registry) registerKind(tag string, kind TagKind) *counters {
+	c := r.register(tag)
+	r.mu.RLock()
+	known := r.kinds[tag] == kind
+	r.mu.RUnlock()
+	if known {
+		return c
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kinds == nil {
+		r.kinds = map[string]TagKind{}
+	}
+	r.kinds[tag] = kind
+	return c
+}
+
+// kind returns the kind of a registered tag.
+func (r *registry) kind(tag string) TagKind {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if k, ok := r.kinds[tag]; ok {
+		return k
+	}
+	return KindFunction
 }
 
 func (r *registry) lookup(tag string) *counters {
@@ -100,6 +144,9 @@ func (r *registry) add(tag *counters, pick func(*counters) *atomic.Int64, n int6
 	if tag != nil {
 		pick(tag).Add(n)
 	}
+	if r.active != nil && !r.activeSeen.Load() && r.activeSeen.CompareAndSwap(false, true) {
+		r.active()
+	}
 }
 
 // Stats returns a snapshot of the plugin's counters.
@@ -123,6 +170,15 @@ func (p *Plugin) Tags() []string {
 		return nil
 	}
 	return p.reg.names()
+}
+
+// TagKind returns the kind of a tag registered with the plugin
+// (KindFunction for an unknown one).
+func (p *Plugin) TagKind(tag string) TagKind {
+	if p == nil {
+		return KindFunction
+	}
+	return p.reg.kind(tag)
 }
 
 func hits(c *counters) *atomic.Int64          { return &c.hits }

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -20,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/gormcacheme/cacheme"
+	"github.com/gormcacheme/cacheme/internal/history"
 	"github.com/gormcacheme/cacheme/migrations"
 )
 
@@ -98,8 +98,16 @@ type Options struct {
 
 // Limits.
 const (
-	// LogRows is how many log rows the page shows, newest first.
-	LogRows = 50
+	// LogRows is how many log rows the overview shows, newest first;
+	// History shows them all, HistoryRows a page.
+	LogRows = 10
+
+	// HistoryRows is how many rows a page of History holds.
+	HistoryRows = 50
+
+	// BrowseRows is how many entries a page of Browse holds (at least,
+	// unless the listing ends; see cacheme.ScanOptions.Limit).
+	BrowseRows = 50
 
 	// maxForm bounds the body of a POST.
 	maxForm = 64 << 10
@@ -107,19 +115,35 @@ const (
 
 // Form kinds, and the names of the form fields.
 const (
-	kindTag   = "tag"
-	kindGroup = "group"
-	kindKey   = "key"
+	kindTag     = "tag"
+	kindGroup   = "group"
+	kindKey     = "key"
+	kindNode    = "node"
+	kindPattern = "pattern"
 
-	fieldKind   = "kind"
-	fieldTarget = "target"
-	fieldCSRF   = "csrf"
+	fieldKind    = "kind"
+	fieldTarget  = "target"
+	fieldCSRF    = "csrf"
+	fieldConfirm = "confirm" // "yes": run the pattern whose dry run was shown
+	fieldAll     = "all"     // "yes": the pattern covers the whole namespace, and that is meant
 )
 
 //go:embed templates/*.html
 var templates embed.FS
 
-var page = template.Must(template.ParseFS(templates, "templates/page.html"))
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"ms": func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return d.Round(time.Second).String()
+	},
+	"button": func(csrf, kind, target string) formButton { return formButton{csrf, kind, target} },
+}).ParseFS(templates, "templates/*.html"))
+
+// formButton is what the template "tagform" renders: a button that
+// invalidates one tag or node type.
+type formButton struct{ CSRF, Kind, Target string }
 
 // handler serves the admin page. It is safe for concurrent use.
 type handler struct {
@@ -211,7 +235,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			target += "?" + r.URL.RawQuery
 		}
 		redirect(w, "./"+target, http.StatusMovedPermanently)
-	case "/":
+	case "/", "/browse", "/entry", "/history":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			methodNotAllowed(w, "GET, HEAD")
 			return
@@ -224,11 +248,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		actor, ok := h.auth.check(w, r, ActionView)
+		action := ActionView
+		if r.URL.Path == "/browse" || r.URL.Path == "/entry" {
+			action = ActionBrowse
+		}
+		actor, ok := h.auth.check(w, r, action)
 		if !ok {
 			return
 		}
-		h.page(w, r, q, actor)
+		v := h.view(r, actor, r.URL.Path)
+		switch r.URL.Path {
+		case "/":
+			h.overview(w, r, q, v)
+		case "/browse":
+			h.browse(w, r, q, v)
+		case "/entry":
+			h.entry(w, r, q, v)
+		default:
+			h.history(w, r, q, v)
+		}
 	case "/invalidate":
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, "POST")
@@ -264,7 +302,10 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 // invalidate serves POST /invalidate. The checks run in this order, and
 // nothing changes unless all pass: same site, a well-formed form of valid
 // text, a known kind and a target, the authorizer, ReadOnly, the CSRF
-// token. Then the log row and the invalidation succeed or fail together.
+// token. A pattern without confirm=yes is only counted (the dry run, shown
+// with the form that confirms it); one that covers the whole namespace
+// also needs all=yes. Then the log row and the invalidation succeed or
+// fail together.
 func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 	if why := crossSite(r); why != "" {
 		http.Error(w, "cross-site request refused: "+why, http.StatusForbidden)
@@ -283,7 +324,7 @@ func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	for _, f := range []string{fieldKind, fieldTarget, fieldCSRF} {
+	for _, f := range []string{fieldKind, fieldTarget, fieldCSRF, fieldConfirm, fieldAll} {
 		if n := len(r.PostForm[f]); n > 1 {
 			http.Error(w, fmt.Sprintf("bad form: field %q given %d times", f, n), http.StatusBadRequest)
 			return
@@ -294,7 +335,7 @@ func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 	action, ok := actionOf[kind]
 	switch {
 	case !ok:
-		http.Error(w, fmt.Sprintf("bad kind %q: want tag, group or key", kind), http.StatusBadRequest)
+		http.Error(w, fmt.Sprintf("bad kind %q: want tag, group, key, node or pattern", kind), http.StatusBadRequest)
 		return
 	case target == "":
 		http.Error(w, "empty target: name the "+kind+" to invalidate", http.StatusBadRequest)
@@ -312,28 +353,31 @@ func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "admin: missing or invalid CSRF token; reload the page and submit its form again", http.StatusForbidden)
 		return
 	}
+	if kind == kindPattern {
+		if r.PostForm.Get(fieldConfirm) != "yes" {
+			h.dryRun(w, r, actor, target)
+			return
+		}
+		if cacheme.PatternCoversAll(target) && r.PostForm.Get(fieldAll) != "yes" {
+			http.Error(w, fmt.Sprintf("pattern %q covers the whole namespace: confirm it (all=yes) to invalidate everything", target), http.StatusBadRequest)
+			return
+		}
+	}
 
 	n, err := h.run(r.Context(), actor, kind, target)
 	if err != nil {
-		var lerr *logError
+		var lerr *history.Error
 		switch {
-		case errors.As(err, &lerr) && lerr.invalidated:
-			http.Error(w, fmt.Sprintf("invalidated %s %q (%d entries), but the log row could not be written: %v", kind, target, n, lerr.err), http.StatusInternalServerError)
+		case errors.As(err, &lerr) && lerr.Invalidated:
+			http.Error(w, fmt.Sprintf("invalidated %s %q (%d entries), but the log row could not be written: %v", kind, target, n, lerr.Err), http.StatusInternalServerError)
 		case lerr != nil:
-			http.Error(w, fmt.Sprintf("nothing invalidated: the log row for %s %q could not be written: %v", kind, target, lerr.err), http.StatusInternalServerError)
+			http.Error(w, fmt.Sprintf("nothing invalidated: the log row for %s %q could not be written: %v", kind, target, lerr.Err), http.StatusInternalServerError)
 		default:
-			code := http.StatusInternalServerError
-			switch {
-			case errors.Is(err, cacheme.ErrUnknownTag), errors.Is(err, cacheme.ErrInvalidKey):
-				code = http.StatusBadRequest
-			case errors.Is(err, cacheme.ErrRedis):
-				code = http.StatusServiceUnavailable
-			}
 			msg := fmt.Sprintf("invalidate %s %q: %v", kind, target, err)
 			if h.opts.DB != nil {
 				msg += " (nothing logged)"
 			}
-			http.Error(w, msg, code)
+			http.Error(w, msg, errorCode(err))
 		}
 		return
 	}
@@ -341,202 +385,57 @@ func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 	redirect(w, "./?done="+url.QueryEscape(done), http.StatusSeeOther)
 }
 
-// logError is a failure to write the log row; invalidated says whether
-// the invalidation had already run (the row's update or the commit
-// failed).
-type logError struct {
-	err         error
-	invalidated bool
+// errorCode is the status of an error of the plugin: bad input 400, Redis
+// failing 503.
+func errorCode(err error) int {
+	switch {
+	case errors.Is(err, cacheme.ErrUnknownTag), errors.Is(err, cacheme.ErrInvalidKey),
+		errors.Is(err, cacheme.ErrInvalidSpec), errors.Is(err, errUnknownNode):
+		return http.StatusBadRequest
+	case errors.Is(err, cacheme.ErrRedis):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }
 
-func (e *logError) Error() string { return "admin: log: " + e.err.Error() }
-func (e *logError) Unwrap() error { return e.err }
-
-// run invalidates target and logs it in one transaction: insert the row,
-// invalidate, record the count, commit. If the insert fails nothing is
-// invalidated; if the invalidation fails the row is rolled back. (Only a
-// failure of the last update or of the commit, after Redis has been
-// written, leaves an invalidation without its row; it is reported.)
+// run invalidates target and, with Options.DB, logs it in one transaction
+// (see history.Log.Run).
 func (h *handler) run(ctx context.Context, actor, kind, target string) (int, error) {
-	// A client that goes away must not cancel the transaction between
-	// the invalidation and the commit.
-	ctx = context.WithoutCancel(ctx)
 	if h.opts.DB == nil {
-		return h.do(ctx, kind, target)
+		return h.do(context.WithoutCancel(ctx), kind, target)
 	}
-	tx, err := h.opts.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, &logError{err: err}
-	}
-	defer func() { _ = tx.Rollback() }() // after Commit, a no-op
-	insert, update := "INSERT INTO "+migrations.InvalidationsTable+" (created_at, actor, kind, target, entries) VALUES (?, ?, ?, ?, 0) RETURNING id",
-		"UPDATE "+migrations.InvalidationsTable+" SET entries = ? WHERE id = ?"
-	if h.opts.Dialect == migrations.Postgres {
-		insert, update = "INSERT INTO "+migrations.InvalidationsTable+" (created_at, actor, kind, target, entries) VALUES ($1, $2, $3, $4, 0) RETURNING id",
-			"UPDATE "+migrations.InvalidationsTable+" SET entries = $1 WHERE id = $2"
-	}
-	var id int64
-	if err := tx.QueryRowContext(ctx, insert, h.opts.Now().UTC(), actor, kind, target).Scan(&id); err != nil {
-		return 0, &logError{err: err}
-	}
-	n, err := h.do(ctx, kind, target)
-	if err != nil {
-		return n, err
-	}
-	if _, err := tx.ExecContext(ctx, update, n, id); err != nil {
-		return n, &logError{err: err, invalidated: true}
-	}
-	if err := tx.Commit(); err != nil {
-		return n, &logError{err: err, invalidated: true}
-	}
-	return n, nil
+	l := history.Log{DB: h.opts.DB, Dialect: h.opts.Dialect, Now: h.opts.Now}
+	return l.Run(ctx, actor, kind, target, func(ctx context.Context) (int, error) { return h.do(ctx, kind, target) })
 }
 
-// do runs one invalidation.
+// errUnknownNode is the error of kind=node for a name that is no node type.
+var errUnknownNode = errors.New("unknown node type")
+
+// do runs one invalidation. A tag or node type need not be registered in
+// this process: one that other processes store under is invalidated as
+// Redis holds it (cacheme.Plugin.InvalidateStoredTag).
 func (h *handler) do(ctx context.Context, kind, target string) (int, error) {
 	switch kind {
 	case kindTag:
-		return h.p.InvalidateTag(ctx, target)
+		return h.p.InvalidateStoredTag(ctx, target)
+	case kindNode:
+		if h.p.TagKind(target) != cacheme.KindNode {
+			f, err := h.p.FleetStats(ctx)
+			if err != nil {
+				return 0, err
+			}
+			if f.Kinds[target] != cacheme.KindNode {
+				return 0, fmt.Errorf("%w %q (no process registered it in the last hour)", errUnknownNode, target)
+			}
+		}
+		return h.p.InvalidateStoredTag(ctx, target)
 	case kindGroup:
 		return h.p.InvalidateGroups(ctx, target)
+	case kindPattern:
+		return h.p.InvalidatePattern(ctx, target, false, nil)
 	default:
 		return h.p.InvalidateKeys(ctx, target)
 	}
-}
-
-// pageData is what templates/page.html renders.
-type pageData struct {
-	Prefix   string
-	Now      string
-	Flash    string
-	Columns  []string // counter names
-	Total    []int64  // overall counters, in Columns order
-	Tags     []tagRow // registered tags, sorted
-	Logged   bool     // Options.DB is set
-	Log      []logRow // newest first
-	LogErr   string   // why the log could not be read
-	ReadOnly bool     // Options.ReadOnly
-	CanTag   bool     // the actor may invalidate tags
-	Kinds    []string // the kinds the free form offers (those the actor may invalidate)
-	CSRF     string   // the actor's CSRF token
-}
-
-type tagRow struct {
-	Name   string
-	Counts []int64
-}
-
-type logRow struct {
-	Time    string
-	Actor   string
-	Kind    string
-	Target  string
-	Entries int
-}
-
-func (h *handler) page(w http.ResponseWriter, r *http.Request, q url.Values, actor string) {
-	st := h.p.Stats()
-	d := pageData{
-		Prefix:   h.p.Settings().Prefix,
-		Now:      formatTime(h.opts.Now()),
-		Flash:    flash(q.Get("done")),
-		Columns:  counterNames,
-		Total:    counterValues(st.Total),
-		Logged:   h.opts.DB != nil,
-		ReadOnly: h.opts.ReadOnly,
-		CSRF:     csrfToken(h.key, actor),
-	}
-	if !h.opts.ReadOnly {
-		d.CanTag = h.auth.allows(r, ActionInvalidateTag)
-		for _, k := range []string{kindGroup, kindKey} {
-			if h.auth.allows(r, actionOf[k]) {
-				d.Kinds = append(d.Kinds, k)
-			}
-		}
-	}
-	for _, t := range h.p.Tags() {
-		d.Tags = append(d.Tags, tagRow{Name: t, Counts: counterValues(st.Tags[t])})
-	}
-	if d.Logged {
-		rows, err := h.readLog(r.Context())
-		if err != nil {
-			d.LogErr = err.Error()
-		}
-		d.Log = rows
-	}
-	var b bytes.Buffer
-	if err := page.Execute(&b, d); err != nil {
-		http.Error(w, "admin: render: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
-	_, _ = w.Write(b.Bytes())
-}
-
-// readLog returns the newest LogRows rows of the log.
-func (h *handler) readLog(ctx context.Context) ([]logRow, error) {
-	q := "SELECT created_at, actor, kind, target, entries FROM " + migrations.InvalidationsTable +
-		" ORDER BY id DESC LIMIT " + strconv.Itoa(LogRows)
-	rows, err := h.opts.DB.QueryContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []logRow
-	for rows.Next() {
-		var (
-			t   dbTime
-			row logRow
-		)
-		if err := rows.Scan(&t, &row.Actor, &row.Kind, &row.Target, &row.Entries); err != nil {
-			return out, err
-		}
-		row.Time = formatTime(t.Time)
-		out = append(out, row)
-	}
-	return out, rows.Err()
-}
-
-// dbTime scans a timestamp whichever way the driver returns it: a
-// time.Time, or text (SQLite drivers that do not parse timestamps).
-type dbTime struct{ time.Time }
-
-// Scan implements sql.Scanner.
-func (t *dbTime) Scan(v any) error {
-	switch v := v.(type) {
-	case time.Time:
-		t.Time = v
-		return nil
-	case string:
-		return t.parse(v)
-	case []byte:
-		return t.parse(string(v))
-	case nil:
-		t.Time = time.Time{}
-		return nil
-	}
-	return fmt.Errorf("admin: cannot read %T as a time", v)
-}
-
-var timeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02 15:04:05.999999999-07:00",
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02 15:04:05",
-}
-
-func (t *dbTime) parse(s string) error {
-	s = strings.TrimSuffix(s, " +0000 UTC")
-	for _, l := range timeLayouts {
-		if v, err := time.Parse(l, s); err == nil {
-			t.Time = v
-			return nil
-		}
-	}
-	return fmt.Errorf("admin: cannot read %q as a time", s)
 }
 
 func formatTime(t time.Time) string {
@@ -551,7 +450,7 @@ func formatTime(t time.Time) string {
 func flash(done string) string {
 	kind, rest, ok := strings.Cut(done, ":")
 	i := strings.LastIndexByte(rest, ':')
-	if !ok || i <= 0 || (kind != kindTag && kind != kindGroup && kind != kindKey) {
+	if _, known := actionOf[kind]; !ok || i <= 0 || !known {
 		return ""
 	}
 	n, err := strconv.Atoi(rest[i+1:])

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -186,7 +187,11 @@ func TestBadRequests(t *testing.T) {
 				msg    string
 			}{
 				{"unknown tag", "POST", "/invalidate", "kind=tag&target=nope", 400, `unknown tag: "nope"`},
-				{"bad kind", "POST", "/invalidate", "kind=pattern&target=CM:*", 400, `bad kind "pattern": want tag, group or key`},
+				{"bad kind", "POST", "/invalidate", "kind=wipe&target=CM:*", 400, `bad kind "wipe": want tag, group, key, node or pattern`},
+				{"unknown node type", "POST", "/invalidate", "kind=node&target=books", 400, `unknown node type "books"`},
+				{"bad pattern", "POST", "/invalidate", "kind=pattern&target=>x", 400, "invalid key"},
+				{"whole namespace unconfirmed", "POST", "/invalidate", "kind=pattern&target=*&confirm=yes", 400, "covers the whole namespace"},
+				{"two confirms", "POST", "/invalidate", "kind=pattern&target=b*&confirm=yes&confirm=yes", 400, `field "confirm" given 2 times`},
 				{"no kind", "POST", "/invalidate", "target=books", 400, `bad kind ""`},
 				{"two kinds", "POST", "/invalidate", "kind=key&kind=tag&target=books", 400, `field "kind" given 2 times`},
 				{"two targets", "POST", "/invalidate", "kind=tag&target=books&target=nope", 400, `field "target" given 2 times`},
@@ -605,6 +610,9 @@ func TestActions(t *testing.T) {
 		{admin.ActionInvalidateKey, "invalidate-key", true},
 		{admin.ActionInvalidateGroup, "invalidate-group", true},
 		{admin.ActionInvalidateTag, "invalidate-tag", true},
+		{admin.ActionInvalidateNode, "invalidate-node", true},
+		{admin.ActionInvalidatePattern, "invalidate-pattern", true},
+		{admin.ActionBrowse, "browse", false},
 		{admin.Action("from-the-future"), "from-the-future", true},
 	}
 	for _, tt := range tests {
@@ -887,6 +895,14 @@ func TestGolden(t *testing.T) {
 				}
 			}
 			golden(t, "page", mask(p, get(h, "/?done="+url.QueryEscape("tag:books:1")).Body.Bytes()))
+			golden(t, "history", mask(p, get(h, "/history").Body.Bytes()))
+			call(t, books, 3, 3)
+			call(t, books, 4, 4)
+			golden(t, "browse", mask(p, get(h, "/browse?tag=books").Body.Bytes())) // one ZSCAN: the same on a shared Redis
+			golden(t, "entry", mask(p, get(h, "/entry?key=books:3").Body.Bytes()))
+			f := form("pattern", "books:*")
+			f.Set("csrf", tok)
+			golden(t, "confirm", mask(p, post(h, "/invalidate", f).Body.Bytes()))
 		})
 	}
 	t.Run("empty", func(t *testing.T) {
@@ -902,10 +918,13 @@ func TestGolden(t *testing.T) {
 	})
 }
 
-// mask replaces the plugin's random key prefix.
+// mask replaces the plugin's random key prefix, and durations (TTLs).
 func mask(p *cacheme.Plugin, b []byte) []byte {
+	b = durations.ReplaceAll(b, []byte("<d>"))
 	return bytes.ReplaceAll(b, []byte(p.Settings().Prefix), []byte("PREFIX:"))
 }
+
+var durations = regexp.MustCompile(`\b\d+m\d+s\b|\b\d+s\b`)
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()

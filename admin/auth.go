@@ -24,9 +24,16 @@ type Action string
 
 // The actions.
 const (
-	// ActionView is showing the page: counters, tags and the log
-	// (GET and HEAD /).
+	// ActionView is showing the overview (counters of this process and
+	// of all processes, tags, the recent log) and the History (GET and
+	// HEAD / and /history).
 	ActionView Action = "view"
+
+	// ActionBrowse is listing the cached entries and showing one, with a
+	// preview of its value (GET /browse and /entry). It reads what the
+	// cache holds: an authorizer may keep it from those who may only
+	// view the counters.
+	ActionBrowse Action = "browse"
 
 	// ActionInvalidateKey is invalidating one cache key
 	// (POST /invalidate with kind=key).
@@ -36,20 +43,31 @@ const (
 	// invalidation group (POST /invalidate with kind=group).
 	ActionInvalidateGroup Action = "invalidate-group"
 
-	// ActionInvalidateTag is invalidating every entry of one registered
-	// tag (POST /invalidate with kind=tag).
+	// ActionInvalidateTag is invalidating every entry of one tag
+	// (POST /invalidate with kind=tag).
 	ActionInvalidateTag Action = "invalidate-tag"
+
+	// ActionInvalidateNode is invalidating every entry of one node type
+	// (POST /invalidate with kind=node).
+	ActionInvalidateNode Action = "invalidate-node"
+
+	// ActionInvalidatePattern is counting, then invalidating, the
+	// entries whose keys match a pattern (POST /invalidate with
+	// kind=pattern); the dry run asks for it too.
+	ActionInvalidatePattern Action = "invalidate-pattern"
 )
 
-// Mutates reports whether a changes state: every action but ActionView,
-// including any action this version does not know.
-func (a Action) Mutates() bool { return a != ActionView }
+// Mutates reports whether a changes state: every action but ActionView and
+// ActionBrowse, including any action this version does not know.
+func (a Action) Mutates() bool { return a != ActionView && a != ActionBrowse }
 
 // actionOf maps the kind field of a POST to its action.
 var actionOf = map[string]Action{
-	kindKey:   ActionInvalidateKey,
-	kindGroup: ActionInvalidateGroup,
-	kindTag:   ActionInvalidateTag,
+	kindKey:     ActionInvalidateKey,
+	kindGroup:   ActionInvalidateGroup,
+	kindTag:     ActionInvalidateTag,
+	kindNode:    ActionInvalidateNode,
+	kindPattern: ActionInvalidatePattern,
 }
 
 // BasicAuth is one set of HTTP basic-auth credentials; see

@@ -1,7 +1,12 @@
-// Package admin is a small web page for a cacheme.Plugin: its counters,
-// overall and per tag, a button to invalidate each tag, a form to
-// invalidate an invalidation group or a key, and a log of the
-// invalidations made through it.
+// Package admin is a small web site for a cacheme.Plugin: the counters of
+// every process sharing its prefix over the last hour (cacheme.FleetStats:
+// totals, per function, node type and table, and the share of calls served
+// from the cache per minute, drawn as SVG on the server) and those of this
+// process; a listing of what the cache holds (Browse) and of one entry,
+// with a preview of its value; invalidation by key, group, tag, node type
+// or pattern; and the History of every invalidation made through it or
+// the command line (cmd/cacheme). It needs no JavaScript and loads nothing
+// from elsewhere.
 //
 // Handler (or New, which also returns configuration errors) returns an
 // http.Handler that the application mounts wherever it likes; it never
@@ -21,9 +26,11 @@
 // authorized, with exactly one of:
 //
 //   - Authorize, a function of the application asked about every request
-//     and the Action it asks for (ActionView, ActionInvalidateKey,
-//     ActionInvalidateGroup, ActionInvalidateTag), which names the actor
-//     for the log or refuses with an error (403);
+//     and the Action it asks for (ActionView, ActionBrowse,
+//     ActionInvalidateKey, ActionInvalidateGroup, ActionInvalidateTag,
+//     ActionInvalidateNode, ActionInvalidatePattern), which names the
+//     actor for the log or refuses with an error (403): a role check per
+//     action;
 //   - BasicAuth, one user and password, compared in constant time (401
 //     with a challenge otherwise); the actor is the user;
 //   - InsecureNoAuth, which admits everyone who reaches the handler, for
@@ -50,10 +57,25 @@
 //
 // The handler answers:
 //
-//	GET  /            the page (ActionView)
-//	POST /invalidate  form fields csrf, kind ("tag", "group" or "key") and
-//	                  target; invalidates, logs, and redirects (303) to the
-//	                  page with the result in the query (?done=tag:books:3)
+//	GET  /            the overview (ActionView)
+//	GET  /history     every logged invalidation, newest first, HistoryRows a
+//	                  page (?before=<id>; ActionView)
+//	GET  /browse      the entries, BrowseRows a page, by glob (?match=),
+//	                  tag (?tag=) or group (?group=), and ?cursor= for the
+//	                  next page (ActionBrowse)
+//	GET  /entry       one entry (?key=; ActionBrowse)
+//	POST /invalidate  form fields csrf, kind ("tag", "group", "key", "node"
+//	                  or "pattern") and target; invalidates, logs, and
+//	                  redirects (303) to the overview with the result in the
+//	                  query (?done=tag:books:3)
+//
+// A pattern (a glob over keys, confined to the prefix; see
+// cacheme.Plugin.InvalidatePattern) is first only counted: the answer (200)
+// shows the count and a form that repeats the request with confirm=yes. A
+// pattern that covers the whole namespace ("*") also needs all=yes, a
+// checkbox of that form. A tag or node type need not be registered in the
+// serving process: one stored by other processes (a page served by the
+// command line) is invalidated as Redis holds it.
 //
 // Bad input is answered with 400 and a plain-text message before anything
 // runs, the authorizer included: invalid UTF-8 or a control character
@@ -64,8 +86,9 @@
 // # The log
 //
 // With Options.DB set, every invalidation writes a row to the
-// cacheme_invalidations table (created by migrations.Up) and the page shows
-// the last 50 rows. The row and the invalidation succeed or fail together:
+// cacheme_invalidations table (created by migrations.Up): who (the actor),
+// when, what (kind and target) and how many entries it hit. The overview
+// shows the last LogRows rows, History all of them. The row and the invalidation succeed or fail together:
 // in one transaction the row is inserted, the invalidation runs, its count
 // is recorded and the transaction commits. If the row cannot be inserted
 // nothing is invalidated; if the invalidation fails (Redis is down: 503)
@@ -73,7 +96,4 @@
 // invalidation and the commit is an invalidation left unlogged, and the
 // answer (500) says so. (An invalidation that fails half way may have
 // dropped some entries; that is harmless, they are recomputed.)
-//
-// Unlike django-cacheme's Invalidation admin, there is no pattern that
-// wipes the whole namespace: each form names exactly one tag, group or key.
 package admin

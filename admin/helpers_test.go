@@ -37,10 +37,11 @@ func testRedis(t *testing.T) redis.UniversalClient {
 func newPluginRedis(t *testing.T) (*cacheme.Plugin, redis.UniversalClient, *miniredis.Miniredis) {
 	t.Helper()
 	c, m := testenv.Redis(t)
-	p := cacheme.New(cacheme.Settings{Redis: c, Prefix: testenv.Prefix(), TTL: time.Minute})
+	p := cacheme.New(cacheme.Settings{Redis: c, Prefix: testenv.Prefix(), TTL: time.Minute, StatsInterval: -1})
 	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { _ = p.Close(bg) })
 	return p, c, m
 }
 
@@ -48,14 +49,22 @@ func newPluginRedis(t *testing.T) (*cacheme.Plugin, redis.UniversalClient, *mini
 // sharing a real Redis never see each other's keys.
 func newPlugin(t *testing.T) *cacheme.Plugin {
 	t.Helper()
-	p := cacheme.New(cacheme.Settings{
-		Redis:  testRedis(t),
-		Prefix: testenv.Prefix(),
-		TTL:    time.Minute,
-	})
+	return newPluginOn(t, testRedis(t), "")
+}
+
+// newPluginOn returns a plugin on rdb with prefix (a random one if empty).
+// Its counters are published only by PublishStats, so that the pages
+// show what the tests publish.
+func newPluginOn(t *testing.T, rdb redis.UniversalClient, prefix string) *cacheme.Plugin {
+	t.Helper()
+	if prefix == "" {
+		prefix = testenv.Prefix()
+	}
+	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, TTL: time.Minute, StatsInterval: -1})
 	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { _ = p.Close(bg) })
 	return p
 }
 

@@ -10,8 +10,8 @@
 //	id          primary key
 //	created_at  when the invalidation was made
 //	actor       who made it, as the mounting application names them ("" if unknown)
-//	kind        "tag", "group" or "key"
-//	target      the tag, group name or key
+//	kind        "tag", "group", "key", "node" (a node type) or "pattern"
+//	target      the tag, group name, key, node type or pattern
 //	entries     how many cache entries it hit
 //
 // Up applies the missing steps and is idempotent: call it at start-up, as

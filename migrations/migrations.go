@@ -38,7 +38,7 @@ const (
 
 // Latest is the version Up brings a database to: the number of the last
 // step.
-const Latest int64 = 2
+const Latest int64 = 3
 
 var (
 	// ErrUnknownDialect is returned (wrapped) for a dialect other than

@@ -77,9 +77,15 @@ func TestTableWorks(t *testing.T) {
 			if age := time.Since(created); age < -time.Hour || age > time.Hour {
 				t.Fatalf("created_at = %v; want about now", created)
 			}
-			bad := "INSERT INTO cacheme_invalidations (kind, target) VALUES ('pattern', 'CM:*')"
+			for _, kind := range []string{"node", "pattern"} {
+				ins := "INSERT INTO cacheme_invalidations (kind, target) VALUES ('" + kind + "', 'book:*')"
+				if _, err := d.db.ExecContext(bg, ins); err != nil {
+					t.Fatalf("kind %q refused: %v", kind, err)
+				}
+			}
+			bad := "INSERT INTO cacheme_invalidations (kind, target) VALUES ('wipe', 'CM:*')"
 			if _, err := d.db.ExecContext(bg, bad); err == nil {
-				t.Fatal("kind 'pattern' accepted; want the CHECK constraint to reject it")
+				t.Fatal("kind 'wipe' accepted; want the CHECK constraint to reject it")
 			}
 		})
 	}

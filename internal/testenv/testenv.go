@@ -192,3 +192,13 @@ func (r *Errors) Has(target error) bool {
 	}
 	return false
 }
+
+// Gorm opens GORM (silenced) on d's connection pool, which stays the
+// caller's.
+func Gorm(d Database) (*gorm.DB, error) {
+	var dl gorm.Dialector = sqlite.Dialector{Conn: d.DB}
+	if d.Dialect == "postgres" {
+		dl = postgres.New(postgres.Config{Conn: d.DB})
+	}
+	return gorm.Open(dl, &gorm.Config{Logger: logger.Discard})
+}
