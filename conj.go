@@ -180,7 +180,7 @@ func canonical(v any) (string, bool) {
 func safeValue(v driver.Valuer) (dv driver.Value, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("Value panicked: %v", r)
+			err = fmt.Errorf("the value's Value method panicked: %v", r)
 		}
 	}()
 	return v.Value()

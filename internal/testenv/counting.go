@@ -114,7 +114,7 @@ func (c *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driv
 	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
 		return b.BeginTx(ctx, opts)
 	}
-	return c.Conn.Begin() //nolint:staticcheck // the fallback database/sql itself uses
+	return c.Conn.Begin() //lint:ignore SA1019 the fallback database/sql itself uses
 }
 
 func (c *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
