@@ -918,3 +918,53 @@ func TestUpdateFrom(t *testing.T) {
 		t.Fatalf("reported %v; want nothing", errs)
 	}
 }
+
+// Round trips of a GORM write after its commit, whatever how many cached
+// entries depend on the row: one to read the table's schemes, and the
+// invalidation's (one when its groups are empty, three when they have
+// members: mark the sets, mark the entries, drop the members).
+func TestWriteRoundTrips(t *testing.T) {
+	rdb, _ := testRedis(t)
+	cc := &commandCounter{}
+	rdb.AddHook(cc)
+	p := newPluginOn(t, rdb, cacheme.Settings{})
+	e := newEnvOn(t, p, gorm.Config{})
+	seed(t, e.db)
+	rename := func(id int, name string) func() {
+		return func() {
+			ok(t, e.db.Model(&User{ID: uint(id)}).Update("name", name).Error)
+		}
+	}
+	// dependents caches n reads that user id's row satisfies: queries of
+	// the table by id and by name, and memoized functions in its group.
+	dependents := func(id, n int) {
+		for i := range n {
+			var u User
+			ok(t, e.db.Clauses(cacheme.Cached{}).Where("id = ? AND ? > 0", id, i+1).First(&u).Error)
+			pr := newProbe(t, p, fmt.Sprintf("dep%d-%d", id, i), userName(e.db, uint(id)), fmt.Sprintf("User:%d", id))
+			pr.warm(t)
+		}
+	}
+	trips := func(what string, do func()) int {
+		t.Helper()
+		settle()
+		cc.reset()
+		do()
+		cmds, rt := cc.get()
+		t.Logf("%s: %d round trips %v", what, rt, cmds)
+		for _, c := range cmds {
+			equals(t, c, "evalsha")
+		}
+		return rt
+	}
+	// Warm-up: every script runs once.
+	dependents(3, 1)
+	rename(3, "cy2")()
+	rename(3, "cy3")()
+
+	n0 := trips("0 dependents", rename(2, "bob2"))
+	dependents(1, 50)
+	n50 := trips("100 dependents", rename(1, "ann2"))
+	equals(t, n0, 2)
+	equals(t, n50, 4)
+}

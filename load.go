@@ -204,9 +204,8 @@ func lead[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (r 
 				}
 				return share(p, f, l.codecOf(p), func(ctx context.Context) (R, error) { return l.fn(ctx, l.args) })(ctx)
 			}
-			if !woken {
-				p.reg.add(l.tagC, herdTimeouts, 1)
-			}
+			// Not woken: the lease ran out (its holder died or outlived it),
+			// and the read below takes it over.
 			if res, err = p.readFast(ctx, l.e, lh); err != nil {
 				return bypass(ctx, p, l, f, err)
 			}
