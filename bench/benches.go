@@ -218,11 +218,16 @@ func benchHerd(ctx context.Context, prefix string, d time.Duration) {
 		}
 		return result{calls: calls.Load(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], trips: float64(trips) / procs}
 	}
-	for _, name := range []string{"cacheme", "go-redis/cache Once"} {
-		var rs []result
-		for r := range max(*rounds/2, 1) {
-			rs = append(rs, run(name, r))
+	names := []string{"cacheme", "go-redis/cache Once"}
+	results := map[string][]result{}
+	for r := range max(*rounds/2, 1) {
+		for k := range names {
+			name := names[(k+r)%len(names)] // interleaved, in rotated order
+			results[name] = append(results[name], run(name, r))
 		}
+	}
+	for _, name := range names {
+		rs := results[name]
 		med := func(f func(result) float64) float64 {
 			v := make([]float64, len(rs))
 			for i, r := range rs {

@@ -32,6 +32,7 @@ var (
 	scaleKeys = flag.Int("scale", 1000000, "keys in Redis for the large side of the scale benchmark")
 	groupMax  = flag.Int("group", 100000, "largest invalidation group")
 	quick     = flag.Bool("quick", false, "one round of a few operations of each benchmark (a smoke test)")
+	only      = flag.String("only", "", "run only these benchmarks, comma-separated: hit, miss, herd, scale, groups, write (default: all)")
 	out       = flag.String("out", "", "write the Markdown report here (default: stdout)")
 	svg       = flag.String("svg", "", "write the chart here")
 )
@@ -61,20 +62,35 @@ func main() {
 	prefix := fmt.Sprintf("bench%d:", time.Now().UnixNano())
 	defer cleanup(rdb, prefix)
 
-	for _, size := range []int{100, 10 * 1024} {
-		benchHit(ctx, rdb, prefix, size, 1)
-		benchHit(ctx, rdb, prefix, size, 16)
+	if selected("hit") {
+		for _, size := range []int{100, 10 * 1024} {
+			benchHit(ctx, rdb, prefix, size, 1)
+			benchHit(ctx, rdb, prefix, size, 16)
+		}
 	}
-	benchMiss(ctx, rdb, prefix)
-	for _, d := range []time.Duration{20 * time.Millisecond, 300 * time.Millisecond} {
-		benchHerd(ctx, prefix, d)
+	if selected("miss") {
+		benchMiss(ctx, rdb, prefix)
 	}
-	benchScale(ctx, rdb, prefix)
-	benchGroups(ctx, rdb, prefix)
-	if *pgDSN != "" {
+	if selected("herd") {
+		for _, d := range []time.Duration{20 * time.Millisecond, 300 * time.Millisecond, 2 * time.Second} {
+			benchHerd(ctx, prefix, d)
+		}
+	}
+	if selected("scale") {
+		benchScale(ctx, rdb, prefix)
+	}
+	if selected("groups") {
+		benchGroups(ctx, rdb, prefix)
+	}
+	if *pgDSN != "" && selected("write") {
 		benchWrite(ctx, rdb, prefix)
 	}
 	report()
+}
+
+// selected reports whether -only names the benchmark (or is empty).
+func selected(name string) bool {
+	return *only == "" || slices.Contains(strings.Split(*only, ","), name)
 }
 
 func fatal(format string, args ...any) {
