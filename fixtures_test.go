@@ -188,9 +188,9 @@ func (pr *probe) mustMiss(t *testing.T, want string) {
 }
 
 // warm computes the probe until its value is cached, and returns it. A
-// computation that starts within a millisecond of an invalidation of one
-// of its groups (here, a write just before) is returned but not stored:
-// the plugin cannot tell which came first. warm then tries again.
+// computation that starts just after an invalidation of one of its groups
+// (here, a write just before) may be returned but not stored (see
+// settle). warm then tries again.
 func (pr *probe) warm(t *testing.T) string {
 	t.Helper()
 	for i := 0; ; i++ {

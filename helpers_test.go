@@ -370,9 +370,11 @@ func setMembers(m []string) []string {
 }
 
 // settle waits until a computation starting now is sure to be stored. A
-// computation that starts less than a millisecond after an invalidation of
-// one of its groups is returned but not stored: a lease taken by the hit
-// path's SET NX is timed by the server to the millisecond only, so the
-// plugin cannot tell which came first (see storeScript). Tests that write,
-// then expect the next computation to be cached, wait this long first.
+// computation that starts just after an invalidation of one of its groups
+// may be returned but not stored: a lease taken by the hit path's SET NX is
+// timed by the server to the millisecond only, and within that millisecond
+// the store orders the two by a lower bound of the computation's start on
+// the server's clock, which errs by about the store's round trip (see
+// storeScript). Tests that write, then expect the next computation to be
+// cached, wait a little first.
 func settle() { time.Sleep(2 * time.Millisecond) }
