@@ -248,10 +248,11 @@ func (r *rowsReader) bytes() []byte {
 	return s
 }
 
-// count reads a count of items that each take at least min bytes.
+// count reads a count of items that each take at least min bytes (at
+// least one byte if min is 0: a count is never more than the bytes left).
 func (r *rowsReader) count(min uint64) int {
 	n := r.uvarint()
-	if r.err != nil || min > 0 && n > uint64(len(r.b))/min {
+	if r.err != nil || n > uint64(len(r.b))/max(min, 1) {
 		r.fail()
 		return 0
 	}

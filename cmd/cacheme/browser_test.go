@@ -194,7 +194,7 @@ func TestBrowser(t *testing.T) {
 
 	// 2. Memoized calls made by another process change the numbers.
 	r := cli(t, env, "demo").ok(t)
-	if !strings.Contains(r.out, "every step behaved as expected") {
+	if !strings.Contains(r.out, "every cached read matched the database after every write") {
 		t.Fatalf("demo: %s", r.out)
 	}
 	act(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#fleet-total")))
@@ -202,7 +202,7 @@ func TestBrowser(t *testing.T) {
 	if after <= before {
 		t.Fatalf("fleet misses %d after the demo; want more than %d", after, before)
 	}
-	if procs := text(t, ctx, "body"); !strings.Contains(procs, "2 processes published") || !strings.Contains(procs, "books-of-user") {
+	if procs := text(t, ctx, "body"); !strings.Contains(procs, "2 processes published") || !strings.Contains(procs, "booksOf") {
 		t.Fatalf("overview after the demo: %s", procs)
 	}
 	shot(t, ctx, "overview")
