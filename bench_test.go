@@ -305,3 +305,30 @@ func BenchmarkOutboxWrite(b *testing.B) {
 		})
 	}
 }
+
+// interleaved runs the variants of a benchmark alternately, one operation
+// each per iteration, so that they share the machine's state, and reports
+// each one's time per operation ("<name>-ns/op") and their ratio to the
+// first ("<name>/<first>").
+func interleaved(b *testing.B, names []string, op func(i int) error) {
+	b.Helper()
+	total := make([]time.Duration, len(names))
+	n := 0
+	for b.Loop() {
+		for k := range names {
+			i := (k + n) % len(names) // rotated order
+			start := time.Now()
+			if err := op(i); err != nil {
+				b.Fatalf("%s: %v", names[i], err)
+			}
+			total[i] += time.Since(start)
+		}
+		n++
+	}
+	for i, name := range names {
+		b.ReportMetric(float64(total[i].Nanoseconds())/float64(n), name+"-ns/op")
+		if i > 0 && total[0] > 0 {
+			b.ReportMetric(float64(total[i])/float64(total[0]), name+"/"+names[0])
+		}
+	}
+}

@@ -275,32 +275,26 @@ func TestQueryCacheTransactions(t *testing.T) {
 //	  go test -run '^$' -bench BenchmarkCaptureMiss -count 8 .
 func BenchmarkCaptureMiss(b *testing.B) {
 	e := newQCEnv(b, cacheme.Settings{})
-	for _, noCapture := range []bool{true, false} {
-		name := "capture"
-		if noCapture {
-			name = "nocapture"
-		}
-		f := mustWrap(b, e.p, cacheme.Spec[uint, string]{
+	names := []string{"nocapture", "capture"}
+	var fs []func(context.Context, uint) (string, error)
+	for _, name := range names {
+		fs = append(fs, mustWrap(b, e.p, cacheme.Spec[uint, string]{
 			Key:       func(id uint) string { return fmt.Sprintf("bench:%s:%d", name, id) },
 			Groups:    func(id uint, _ string) []string { return []string{fmt.Sprintf("Post:%d", id)} },
 			Tag:       "bench",
-			NoCapture: noCapture,
+			NoCapture: name == "nocapture",
 		}, func(ctx context.Context, id uint) (string, error) {
 			var p Post
 			err := e.db.WithContext(ctx).First(&p, id).Error
 			return p.Title, err
-		})
-		key := fmt.Sprintf("bench:%s:2", name)
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := e.p.InvalidateKeys(bg, key); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := f(bg, 2); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		}))
 	}
+	b.ReportAllocs()
+	interleaved(b, names, func(i int) error {
+		if _, err := e.p.InvalidateKeys(bg, fmt.Sprintf("bench:%s:2", names[i])); err != nil {
+			return err
+		}
+		_, err := fs[i](bg, 2)
+		return err
+	})
 }

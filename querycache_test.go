@@ -566,19 +566,11 @@ func BenchmarkQueryCache(b *testing.B) {
 		}},
 	}
 	for _, r := range reads {
-		for _, v := range []struct {
-			name string
-			db   *gorm.DB
-		}{{"db", e.db}, {"cached", e.cached()}} {
-			b.Run(r.name+"/"+v.name, func(b *testing.B) {
-				b.ReportAllocs()
-				for b.Loop() {
-					if err := r.read(v.db); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		}
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			dbs := []*gorm.DB{e.db, e.cached()}
+			interleaved(b, []string{"db", "cached"}, func(i int) error { return r.read(dbs[i]) })
+		})
 	}
 }
 

@@ -22,7 +22,11 @@ func TestSpans(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer func() { _ = tp.Shutdown(context.Background()) }()
 	rdb, _ := testenv.Redis(t)
-	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: testenv.Prefix(), Tracer: tracing.New(tp), StatsInterval: -1})
+	// Calls wait for Redis as long as it takes (no OpTimeout, no breaker):
+	// a slow server under load (miniredis under -race) must not turn a
+	// miss into a fail-open call, which has no span.
+	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: testenv.Prefix(), Tracer: tracing.New(tp), StatsInterval: -1,
+		OpTimeout: -1, BreakerFailures: -1})
 	defer p.Close(context.Background())
 
 	var inner trace.SpanContext
@@ -50,6 +54,9 @@ func TestSpans(t *testing.T) {
 	}
 	if _, err := f(ctx, -1); !errors.Is(err, fail) {
 		t.Fatal(err)
+	}
+	if st := p.Stats().Total; st.RedisErrors != 0 {
+		t.Fatalf("%d Redis errors", st.RedisErrors)
 	}
 	spans := rec.Ended()
 	var names []string
