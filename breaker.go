@@ -123,8 +123,12 @@ func (p *Plugin) direct(ctx context.Context) bool {
 	return limit <= 0 || p.clientBound > 0 && p.clientBound <= limit
 }
 
+// errAbandoned reports a call abandoned by abandonable.
+var errAbandoned = errors.New("redis call abandoned")
+
 // abandonable runs call on a goroutine, and stops waiting for it when ctx
-// is done.
+// is done (errAbandoned). An abandoned call goes on: whatever it reads or
+// writes (its arguments, its results) must not be reused by the caller.
 func abandonable(ctx context.Context, call func(context.Context) error) error {
 	done := make(chan error, 1)
 	go func() { done <- call(context.WithoutCancel(ctx)) }()
@@ -132,7 +136,7 @@ func abandonable(ctx context.Context, call func(context.Context) error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("redis call abandoned: %w", ctx.Err())
+		return fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
 	}
 }
 

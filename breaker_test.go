@@ -2,6 +2,10 @@ package cacheme_test
 
 import (
 	"context"
+	"io"
+	"net"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -142,5 +146,77 @@ func BenchmarkBreakerOpen(b *testing.B) {
 		if _, err := f(bg, i); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// slowProxy forwards TCP connections to addr, delaying every reply by d.
+func slowProxy(t *testing.T, addr string, d time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ok(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Go(func() {
+				_, _ = io.Copy(up, c)
+				up.Close()
+			})
+			wg.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						time.Sleep(d)
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+			t.Cleanup(func() { c.Close(); up.Close() })
+		}
+	})
+	return ln.Addr().String()
+}
+
+// Calls abandoned at OpTimeout while their commands wait for a connection
+// (one, held by a slow reply) go on in the background and send their
+// arguments later: the caller must not reuse them (the lease header is
+// pooled). Every call returns its function's value (fail-open); under
+// -race, a reused argument is a data race.
+func TestAbandonedCalls(t *testing.T) {
+	rdb, _ := testRedis(t)
+	c, isClient := rdb.(*redis.Client)
+	if !isClient {
+		t.Fatalf("%T: want a *redis.Client", rdb)
+	}
+	slow := redis.NewClient(&redis.Options{Addr: slowProxy(t, c.Options().Addr, 20*time.Millisecond), DB: c.Options().DB,
+		PoolSize: 1, PoolTimeout: 5 * time.Second, MaxRetries: -1, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	t.Cleanup(func() { slow.Close() })
+	rec := &errRecorder{}
+	p := newPluginOn(t, slow, cacheme.Settings{OpTimeout: 5 * time.Millisecond, BreakerFailures: -1, ErrorHook: rec.Hook})
+	f := mustWrap(t, p, cacheme.Spec[int, int]{Key: func(i int) string { return "abandoned:" + strconv.Itoa(i) }}, identity)
+	for i := range 20 {
+		equals(t, call(t, f, i), i)
+	}
+	if !rec.Has(context.DeadlineExceeded) {
+		t.Fatalf("reported %v; want abandoned calls", rec.All())
 	}
 }

@@ -35,7 +35,13 @@ const noLease = "--------------------------------"
 // leaseHeader is the value the fast path writes with SET NX: a header with
 // no value and this caller's lease, which lives as long as the key (its
 // PX is the lease TTL). It is pooled: the fast path sends one per call.
-type leaseHeader struct{ b [headerLen]byte }
+type leaseHeader struct {
+	b [headerLen]byte
+	// lost is set when a command that sends b was abandoned (see
+	// abandonable): it may still be writing b to its connection, so the
+	// header never returns to the pool.
+	lost bool
+}
 
 var leaseTemplate = func() (h leaseHeader) {
 	s := hdrMagic + string(stateNone) + zeros(13) + zeros(13) + zeros(16) + noLease + zeros(13) + zeros(4) + zeros(8)
@@ -74,8 +80,13 @@ func (p *Plugin) newLeaseHeader() *leaseHeader {
 	return h
 }
 
-// putLeaseHeader returns h to the pool once the command that sent it is done.
-func putLeaseHeader(h *leaseHeader) { leasePool.Put(h) }
+// putLeaseHeader returns h to the pool once the commands that sent it are
+// done, unless one was abandoned and may still read it.
+func putLeaseHeader(h *leaseHeader) {
+	if !h.lost {
+		leasePool.Put(h)
+	}
+}
 
 // storedValue returns the value a store writes: a header (valid, no lease,
 // the stale keep time), the groups, and the encoded value blob.

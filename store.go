@@ -57,6 +57,10 @@ func (p *Plugin) readFast(ctx context.Context, e entry, lh *leaseHeader) (readRe
 		err = p.rdb.Process(ctx, cmd)
 	} else {
 		err = p.bounded(ctx, func(ctx context.Context) error { return p.rdb.Process(ctx, cmd) })
+		if errors.Is(err, errAbandoned) {
+			lh.lost = true // the command may still be writing it
+			return readResult{}, redisErr("read", e.String(), err)
+		}
 	}
 	if err == nil {
 		err = cmd.Err()
