@@ -65,6 +65,15 @@ func newPluginOn(t testing.TB, rdb redis.UniversalClient, s cacheme.Settings) *c
 	if s.TTL == 0 {
 		s.TTL = time.Minute
 	}
+	// Redis calls and after-commit invalidations wait as long as a slow
+	// server takes (miniredis runs every script in a fresh Lua VM, which
+	// the race detector slows down a lot): tests of these bounds set them.
+	if s.OpTimeout == 0 {
+		s.OpTimeout = 30 * time.Second
+	}
+	if s.FlushTimeout == 0 {
+		s.FlushTimeout = 30 * time.Second
+	}
 	p := cacheme.New(s)
 	if err := p.Err(); err != nil {
 		t.Fatalf("New: %v", err)
