@@ -298,6 +298,9 @@ func TestReaderAcrossCommit(t *testing.T) {
 		got <- v
 	}()
 	<-readDone
+	// Clearly after the lease's grant: within its millisecond the store
+	// cannot order them, and the function would run once more.
+	time.Sleep(2 * time.Millisecond)
 	ok(t, tx.Commit().Error)
 	close(committed)
 	equals(t, <-got, "ann") // the reader itself returns what it read

@@ -290,16 +290,13 @@ func share[R any](p *Plugin, f *flight, codec Codec, fn func(context.Context) (R
 // that waiters take over, and is raised again as a *PanicError. Callers of
 // other processes waiting for the lease are woken in every case.
 func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, token string) (r R, err error) {
-	// The function reads its data after this moment: an invalidation
-	// before it cannot make the result stale.
-	started := time.Now()
 	sctx := context.WithoutCancel(ctx)
 	giveUp := func() {
 		n, err := p.release(sctx, l.e, token)
 		p.report(ctx, err)
 		p.report(ctx, p.wake(sctx, l.e, n))
 	}
-	sptx, end := p.span(ctx, OpMiss, SpanInfo{Key: l.e.String(), Tag: l.tag})
+	end := func(error) {}
 	defer func() {
 		if v := recover(); v != nil {
 			end(fmt.Errorf("%w: %v", ErrPanic, v))
@@ -314,62 +311,89 @@ func compute[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight, 
 	if l.miss != nil {
 		l.miss(ctx, l.key, l.args)
 	}
-	fctx, rec := sptx, (*recorder)(nil)
-	if l.capture {
-		fctx, rec = withRecorder(sptx, l.ttl)
-	}
-	r, err = l.fn(fctx, l.args)
-	end(err)
-	end = func(error) {} // ended: a panic below is not the function's
-	if err != nil {
-		p.reg.add(l.tagC, loaderErrors, 1)
-		giveUp()
-		f.err = err
-		return r, err
-	}
-	p.reg.add(l.tagC, misses, 1)
-	var captured []string
-	if rec != nil {
-		var why string
-		if captured, why = rec.result(); why != "" {
-			// Returned, never stored nor shared (see capture.go): it
-			// may hold a transaction's uncommitted rows.
-			p.reg.add(l.tagC, uncached, 1)
-			f.retry = true
+	begun := "" // the second computation's start on the server's clock, exactly
+	for attempt := 0; ; attempt++ {
+		// The function reads its data after this moment: an invalidation
+		// before it cannot make the result stale.
+		started := time.Now()
+		var sptx context.Context
+		sptx, end = p.span(ctx, OpMiss, SpanInfo{Key: l.e.String(), Tag: l.tag})
+		fctx, rec := sptx, (*recorder)(nil)
+		if l.capture {
+			fctx, rec = withRecorder(sptx, l.ttl)
+		}
+		r, err = l.fn(fctx, l.args)
+		end(err)
+		end = func(error) {} // ended: a panic below is not the function's
+		if err != nil {
+			p.reg.add(l.tagC, loaderErrors, 1)
 			giveUp()
-			recorderFrom(ctx).spoil(why)
+			f.err = err
+			return r, err
+		}
+		if attempt == 0 {
+			p.reg.add(l.tagC, misses, 1)
+		}
+		var captured []string
+		if rec != nil {
+			var why string
+			if captured, why = rec.result(); why != "" {
+				// Returned, never stored nor shared (see capture.go): it
+				// may hold a transaction's uncommitted rows.
+				p.reg.add(l.tagC, uncached, 1)
+				f.retry = true
+				giveUp()
+				recorderFrom(ctx).spoil(why)
+				return r, nil
+			}
+		}
+		// The caller gets r whatever happens below; storing is best effort.
+		stctx, endStore := p.span(sctx, OpStore, SpanInfo{Key: l.e.String(), Tag: l.tag})
+		blob, groups, waiters, err := storeResult(stctx, p, l, token, started, begun, r, captured)
+		endStore(err)
+		var again *overtakenError
+		if attempt == 0 && errors.As(err, &again) && again.retryAt != "" {
+			// An invalidation came too close to the computation's start to
+			// order them (see storeScript): compute once more, starting
+			// after it for sure, and store with that start.
+			begun = again.retryAt
+			continue
+		}
+		if blob != nil {
+			f.how, f.blob = outcomeComputed, stringOf(blob)
+			f.groups, f.groupsKnown = groups, true
+		} else {
+			f.retry = true
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, errOvertaken):
+				p.reg.add(l.tagC, conflicts, 1)
+			case errors.Is(err, ErrRedis):
+				p.reg.add(l.tagC, redisErrors, 1)
+				p.report(ctx, err)
+			default: // the result cannot be encoded, or a group is invalid
+				p.report(ctx, err)
+			}
+			giveUp()
 			return r, nil
 		}
-	}
-	// The caller gets r whatever happens below; storing is best effort.
-	stctx, endStore := p.span(sctx, OpStore, SpanInfo{Key: l.e.String(), Tag: l.tag})
-	blob, groups, waiters, err := storeResult(stctx, p, l, token, started, r, captured)
-	endStore(err)
-	if blob != nil {
-		f.how, f.blob = outcomeComputed, stringOf(blob)
-		f.groups, f.groupsKnown = groups, true
-	} else {
-		f.retry = true
-	}
-	if err != nil {
-		switch {
-		case errors.Is(err, errOvertaken):
-			p.reg.add(l.tagC, conflicts, 1)
-		case errors.Is(err, ErrRedis):
-			p.reg.add(l.tagC, redisErrors, 1)
-			p.report(ctx, err)
-		default: // the result cannot be encoded, or a group is invalid
-			p.report(ctx, err)
-		}
-		giveUp()
+		p.report(ctx, p.wake(sctx, l.e, waiters))
 		return r, nil
 	}
-	p.report(ctx, p.wake(sctx, l.e, waiters))
-	return r, nil
 }
 
 // errOvertaken means an invalidation came after the computation started.
 var errOvertaken = ErrConflict
+
+// overtakenError is errOvertaken from a store that a set refused although
+// the computation's start was known (storeScript's status 3): a
+// computation that starts after the reply may store with begun = retryAt,
+// the server's time (µs) then.
+type overtakenError struct{ retryAt string }
+
+func (e *overtakenError) Error() string { return errOvertaken.Error() }
+func (e *overtakenError) Unwrap() error { return errOvertaken }
 
 // storeResult encodes r and stores it with its groups, the ones its spec
 // names and the ones captured from the reads that computed it: on a single
@@ -378,8 +402,9 @@ var errOvertaken = ErrConflict
 // (join), then stores. An enclosing computation (capture.go) gets the
 // groups too. It returns the encoded value (nil if it could not be
 // encoded), its groups (NUL-separated) and how many callers of other
-// processes wait to be woken.
-func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token string, started time.Time, r R, captured []string) ([]byte, string, int, error) {
+// processes wait to be woken. begun, if not "", is the computation's start
+// on the server's clock (µs), known exactly.
+func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token string, started time.Time, begun string, r R, captured []string) ([]byte, string, int, error) {
 	blob, err := encode(l.codecOf(p), r)
 	if err != nil {
 		return nil, "", 0, err
@@ -437,12 +462,12 @@ func storeResult[A, R any](ctx context.Context, p *Plugin, l load[A, R], token s
 		}
 		indexes = nil
 	}
-	stored, waiters, err := p.store(ctx, l.e, token, value, l.ttl, indexes, started)
+	stored, waiters, retryAt, err := p.store(ctx, l.e, token, value, l.ttl, indexes, started, begun)
 	if err != nil {
 		return blob, "", 0, err
 	}
 	if !stored {
-		return blob, groups, waiters, errOvertaken
+		return blob, groups, waiters, &overtakenError{retryAt}
 	}
 	return blob, groups, waiters, nil
 }

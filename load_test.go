@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -308,6 +309,10 @@ func testNoStaleRefill(t *testing.T, p *cacheme.Plugin, mode cacheme.StaleMode, 
 	paused.Store(g)
 	slow := goCall(f, 0)
 	g.awaitStarted(t)
+	// Clearly after the lease's grant: within its millisecond the store
+	// cannot order them, and the function runs once more (see
+	// TestStoreRecomputesAfterCloseInvalidation).
+	time.Sleep(2 * time.Millisecond)
 	if ring {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -777,4 +782,78 @@ func TestLoadCancelledContext(t *testing.T) {
 	isErr(t, err, context.Canceled)
 	equals(t, c.n.Load(), int64(0))
 	equals(t, p.Stats().Total.RedisErrors, int64(0))
+}
+
+// A computation whose lease was taken in the same millisecond as an
+// invalidation of its group, before it (the lease's grant is known to the
+// millisecond only), is computed once more, starting after the
+// invalidation for sure, and that result is stored: a read right after a
+// write still fills the cache. The server's clock is set by hand (its own
+// miniredis, whatever CACHEME_TEST_REDIS says): the invalidation at
+// T0+100µs, the lease at T0+300µs, the first store at T0+600µs. Stale
+// serving is off, so that the invalidation deletes the value and the
+// lease is taken by the hit path's SET NX (readScript's leases carry
+// their grant time to the microsecond).
+func TestStoreRecomputesAfterCloseInvalidation(t *testing.T) {
+	tests := []struct {
+		name string
+		// again invalidates the group during the second computation.
+		again bool
+	}{
+		{"stored", false},
+		// No stale refill: the second computation is overtaken too, and
+		// its result is not stored; the next call computes.
+		{"invalidated again", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := miniredis.RunT(t)
+			m.ClockTTL(true)
+			t0 := time.Now().Truncate(time.Second).Add(time.Hour)
+			m.SetTime(t0)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			p := newPluginOn(t, rdb, cacheme.Settings{NoStale: true})
+			var runs atomic.Int64
+			f := mustWrap(t, p, cacheme.Spec[int, string]{
+				Key:    func(int) string { return "close" },
+				Groups: func(int, string) []string { return []string{"g"} },
+			}, func(context.Context, int) (string, error) {
+				n := runs.Add(1)
+				switch n {
+				case 2: // the first computation after the invalidation
+					time.Sleep(2 * time.Millisecond) // its start, bounded by this process's clock, is well before the invalidation
+					m.SetTime(t0.Add(600 * time.Microsecond))
+				case 3:
+					if tt.again {
+						m.SetTime(t0.Add(650 * time.Microsecond))
+						if _, err := p.InvalidateGroups(bg, "g"); err != nil {
+							return "", err
+						}
+					}
+					m.SetTime(t0.Add(700 * time.Microsecond))
+				}
+				return fmt.Sprintf("v%d", n), nil
+			})
+			equals(t, call(t, f, 0), "v1")
+			m.SetTime(t0.Add(100 * time.Microsecond))
+			_, err := p.InvalidateGroups(bg, "g")
+			ok(t, err)
+			m.SetTime(t0.Add(300 * time.Microsecond))
+			equals(t, call(t, f, 0), "v3") // computed twice
+			st := p.Stats().Total
+			equals(t, st.Misses, int64(2))
+			if tt.again {
+				equals(t, st.Conflicts, int64(1))
+				m.SetTime(t0.Add(2 * time.Millisecond)) // a millisecond after the second invalidation
+				equals(t, call(t, f, 0), "v4")          // v3 was not stored: computed
+				equals(t, call(t, f, 0), "v4")          // and this one was
+				return
+			}
+			equals(t, st.Conflicts, int64(0))
+			equals(t, call(t, f, 0), "v3") // stored
+			equals(t, runs.Load(), int64(3))
+			equals(t, p.Stats().Total.Hits, int64(1))
+		})
+	}
 }

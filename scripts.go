@@ -147,7 +147,10 @@ return {4 + bad, num(g)}
 // server's clock (see store), against which the sets are checked instead.
 // Either way a set invalidated at or after the computation may have begun
 // refuses the value: the check errs on the side of refusing, never of
-// storing a stale value.
+// storing a stale value. A store with ARGV[5] that a set refuses keeps the
+// lease and returns {3, waiters, now µs}: a computation that starts after
+// this reply starts after every invalidation the sets hold, and may store
+// with ARGV[5] = that time, exactly (see compute).
 //
 // Returns {1, waiters} if stored, {0, waiters} if not (the lease is lost
 // or overtaken); waiters is how many callers of other processes registered
@@ -183,11 +186,17 @@ for i = 2, #KEYS do
   if s and tonumber(s) >= tus then
     local m = tonumber(s) - lease * 1000
     if m >= g then
-      if gms and m < gms + 1000 then ambiguous = true else return {0, h.w} end
+      if gms and m < gms + 1000 then
+        ambiguous = true
+      elseif ARGV[5] ~= '' then
+        return {3, h.w, num(nowus())}
+      else
+        return {0, h.w}
+      end
     end
   end
 end
-if ambiguous then return {2, h.w, num(tus)} end
+if ambiguous then return {2, h.w, num(nowus())} end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', k, ARGV[2], 'PX', ttl)
 local member = string.sub(k, 1, #k - 1)

@@ -134,15 +134,17 @@ func (p *Plugin) peek(ctx context.Context, e entry) (string, bool, error) {
 // many callers of other processes wait to be woken. indexes are the sets
 // the entry joins, checked and joined by the script itself (one server),
 // or nil when join did it before (several servers). started is when the
-// computation began, by this process's clock: when the script cannot order
+// computation began, by this process's clock, and begun, if not "", the
+// same moment exactly on the server's clock. When the script cannot order
 // an invalidation and a SET NX lease within their millisecond, store sends
 // the value again with a lower bound of started on the server's clock (one
-// more round trip, after a write just before the read only).
-func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, started time.Time) (bool, int, error) {
+// more round trip, after a write just before the read only); if a set
+// refuses that one, store returns retryAt: the server's time then, after
+// which a new computation may store with begun = retryAt (see compute).
+func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte, ttl time.Duration, indexes []string, started time.Time, begun string) (stored bool, waiters int, retryAt string, err error) {
 	keys := make([]string, 0, 1+len(indexes))
 	keys = append(keys, e.key)
 	keys = append(keys, indexes...)
-	begun := ""
 	for {
 		var res []any
 		err := p.bounded(ctx, func(ctx context.Context) error {
@@ -152,25 +154,31 @@ func (p *Plugin) store(ctx context.Context, e entry, token string, value []byte,
 		})
 		replied := time.Now()
 		if err != nil {
-			return false, 0, redisErr("store", e.String(), err)
+			return false, 0, "", redisErr("store", e.String(), err)
 		}
 		if len(res) < 2 {
-			return false, 0, redisErr("store", e.String(), errors.New("short reply"))
+			return false, 0, "", redisErr("store", e.String(), errors.New("short reply"))
 		}
 		status, _ := res[0].(int64)
-		waiters, _ := res[1].(int64)
-		if status != 2 || begun != "" || len(res) < 3 {
-			return status == 1, int(waiters), nil
+		n, _ := res[1].(int64)
+		var now string
+		if len(res) > 2 {
+			now, _ = res[2].(string)
+		}
+		switch {
+		case status == 3:
+			return false, int(n), now, nil
+		case status != 2 || begun != "":
+			return status == 1, int(n), "", nil
 		}
 		// The server's clock read now (µs) while the script ran, before
 		// this process got its reply: the computation began at least
 		// replied - started before now.
-		s, _ := res[2].(string)
-		now, err := strconv.ParseInt(s, 10, 64)
+		t, err := strconv.ParseInt(now, 10, 64)
 		if err != nil {
-			return false, int(waiters), nil
+			return false, int(n), "", nil
 		}
-		begun = strconv.FormatInt(now-replied.Sub(started).Microseconds()-1, 10)
+		begun = strconv.FormatInt(t-replied.Sub(started).Microseconds()-1, 10)
 	}
 }
 

@@ -130,7 +130,7 @@ func dbURLs(t *testing.T) map[string]string {
 func newPlugin(t *testing.T, rdb redis.UniversalClient, prefix string) *cacheme.Plugin {
 	t.Helper()
 	p := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, StatsInterval: -1, OpTimeout: -1, BreakerFailures: -1,
-		TTL: time.Minute, NoStale: true})
+		TTL: time.Hour, NoStale: true}) // longer than any test: a slow run (-race) must not see entries expire
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
