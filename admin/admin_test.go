@@ -21,6 +21,7 @@ import (
 
 	"github.com/gormcacheme/cacheme"
 	"github.com/gormcacheme/cacheme/admin"
+	"github.com/gormcacheme/cacheme/internal/testenv"
 	"github.com/gormcacheme/cacheme/migrations"
 )
 
@@ -29,8 +30,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // open is the Options of a handler that admits everyone, with the log in d.
-func open(d testDB) admin.Options {
-	return admin.Options{DB: d.db, Dialect: d.dialect, InsecureNoAuth: true}
+func open(d testenv.Database) admin.Options {
+	return admin.Options{DB: d.DB, Dialect: d.Dialect, InsecureNoAuth: true}
 }
 
 // byHeader is an Authorize that names the actor by the X-User header and
@@ -46,7 +47,7 @@ func TestPageListsTags(t *testing.T) {
 	call(t, books, 1, 1) // miss
 	call(t, books, 1, 1) // hit
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			h := admin.Handler(p, open(d))
 			rec := get(h, "/")
 			if rec.Code != http.StatusOK {
@@ -73,13 +74,13 @@ func TestPageListsTags(t *testing.T) {
 
 func TestInvalidateTag(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			books := wrap(t, p, "books", new(counter), nil)
 			call(t, books, 1, 1)
 			call(t, books, 2, 2)
 			call(t, books, 1, 1) // cached
-			h := admin.Handler(p, admin.Options{DB: d.db, Dialect: d.dialect, Authorize: byHeader})
+			h := admin.Handler(p, admin.Options{DB: d.DB, Dialect: d.Dialect, Authorize: byHeader})
 			rec := post(h, "/invalidate", tform(t, h, "tag", "books", "X-User", "ann"), "X-User", "ann")
 			if rec.Code != http.StatusSeeOther {
 				t.Fatalf("POST: got %d; want 303: %s", rec.Code, rec.Body)
@@ -88,7 +89,7 @@ func TestInvalidateTag(t *testing.T) {
 				t.Fatalf("Location: got %q; want %q", loc, want)
 			}
 			call(t, books, 1, 3) // recomputed
-			if got, want := readLog(t, d.db), []logRow{{"ann", "tag", "books", 2}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"ann", "tag", "books", 2}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 			if got := p.Stats().Tags["books"].Invalidations; got != 2 {
@@ -109,7 +110,7 @@ func TestInvalidateTag(t *testing.T) {
 
 func TestInvalidateGroup(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "shelf", new(counter), func(a int) []string { return []string{"User:" + itoa(a) + ":books"} })
 			call(t, f, 1, 1)
@@ -124,7 +125,7 @@ func TestInvalidateGroup(t *testing.T) {
 			}
 			call(t, f, 1, 3) // recomputed
 			call(t, f, 2, 2) // another group: still cached
-			if got, want := readLog(t, d.db), []logRow{{"", "group", "User:1:books", 1}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"", "group", "User:1:books", 1}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 			flash := get(h, "/?done="+url.QueryEscape("group:User:1:books:1")).Body.String()
@@ -137,7 +138,7 @@ func TestInvalidateGroup(t *testing.T) {
 
 func TestInvalidateKey(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "book", new(counter), nil) // keys book:1, book:2
 			call(t, f, 1, 1)
@@ -163,7 +164,7 @@ func TestInvalidateKey(t *testing.T) {
 			call(t, f, 1, 1) // another key: still cached
 			call(t, f, 2, 3) // recomputed
 			want := []logRow{{"", "key", "book:2", 1}, {"", "key", "book:2", 0}, {"", "key", "book:9", 0}}
-			if got := readLog(t, d.db); !slices.Equal(got, want) {
+			if got := readLog(t, d.DB); !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 		})
@@ -172,7 +173,7 @@ func TestInvalidateKey(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
@@ -218,7 +219,7 @@ func TestBadRequests(t *testing.T) {
 				})
 			}
 			call(t, f, 1, 1) // nothing was invalidated
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 		})
@@ -230,13 +231,13 @@ func TestBadRequests(t *testing.T) {
 // invalidation, not the log.
 func TestBadBytes(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
 			var asked atomic.Int64
 			h := admin.Handler(p, admin.Options{
-				DB: d.db, Dialect: d.dialect,
+				DB: d.DB, Dialect: d.Dialect,
 				Authorize: func(r *http.Request, a admin.Action) (string, error) {
 					if a.Mutates() {
 						asked.Add(1)
@@ -286,7 +287,7 @@ func TestBadBytes(t *testing.T) {
 			if got := p.Stats().Tags["books"].Invalidations; got != 0 {
 				t.Fatalf("books invalidations: got %d; want 0", got)
 			}
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 		})
@@ -474,11 +475,11 @@ func TestMisconfigured(t *testing.T) {
 
 func TestBasicAuth(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
-			h := admin.Handler(p, admin.Options{DB: d.db, Dialect: d.dialect, BasicAuth: &admin.BasicAuth{User: "ann", Password: "s3cret"}})
+			h := admin.Handler(p, admin.Options{DB: d.DB, Dialect: d.Dialect, BasicAuth: &admin.BasicAuth{User: "ann", Password: "s3cret"}})
 			good := basic("ann", "s3cret")
 			valid := tform(t, h, "tag", "books", "Authorization", good)
 			bad := []struct{ name, auth string }{
@@ -507,7 +508,7 @@ func TestBasicAuth(t *testing.T) {
 				})
 			}
 			call(t, f, 1, 1) // nothing was invalidated
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 			if rec := get(h, "/", "Authorization", good); rec.Code != http.StatusOK {
@@ -517,7 +518,7 @@ func TestBasicAuth(t *testing.T) {
 				t.Fatalf("POST with good credentials: got %d %q", rec.Code, rec.Body)
 			}
 			call(t, f, 1, 2)
-			if got, want := readLog(t, d.db), []logRow{{"ann", "tag", "books", 1}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"ann", "tag", "books", 1}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 		})
@@ -528,7 +529,7 @@ func TestBasicAuth(t *testing.T) {
 // invalidate keys, but not groups or tags.
 func TestAuthorizePerAction(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
@@ -537,7 +538,7 @@ func TestAuthorizePerAction(t *testing.T) {
 				asked []admin.Action
 			)
 			h := admin.Handler(p, admin.Options{
-				DB: d.db, Dialect: d.dialect,
+				DB: d.DB, Dialect: d.Dialect,
 				Authorize: func(r *http.Request, a admin.Action) (string, error) {
 					mu.Lock()
 					asked = append(asked, a)
@@ -586,14 +587,14 @@ func TestAuthorizePerAction(t *testing.T) {
 				}
 			}
 			call(t, f, 1, 1) // nothing was invalidated
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 			if rec := post(h, "/invalidate", tform(t, h, "key", "books:1", bob...), bob...); rec.Code != http.StatusSeeOther {
 				t.Fatalf("POST key: got %d %q; want 303", rec.Code, rec.Body)
 			}
 			call(t, f, 1, 2)
-			if got, want := readLog(t, d.db), []logRow{{"bob", "key", "books:1", 1}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"bob", "key", "books:1", 1}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 		})
@@ -624,7 +625,7 @@ func TestActions(t *testing.T) {
 
 func TestInsecureNoAuth(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
@@ -636,7 +637,7 @@ func TestInsecureNoAuth(t *testing.T) {
 				t.Fatalf("POST: got %d %q", rec.Code, rec.Body)
 			}
 			call(t, f, 1, 2)
-			if got, want := readLog(t, d.db), []logRow{{"", "tag", "books", 1}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"", "tag", "books", 1}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 		})
@@ -645,7 +646,7 @@ func TestInsecureNoAuth(t *testing.T) {
 
 func TestReadOnly(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
@@ -667,7 +668,7 @@ func TestReadOnly(t *testing.T) {
 				}
 			}
 			call(t, f, 1, 1) // nothing was invalidated
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 		})
@@ -676,11 +677,11 @@ func TestReadOnly(t *testing.T) {
 
 func TestCSRF(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), nil)
 			call(t, f, 1, 1)
-			opts := admin.Options{DB: d.db, Dialect: d.dialect, Authorize: byHeader}
+			opts := admin.Options{DB: d.DB, Dialect: d.Dialect, Authorize: byHeader}
 			h := admin.Handler(p, opts)
 			other := admin.Handler(p, opts) // a key of its own
 			ann := []string{"X-User", "ann"}
@@ -715,7 +716,7 @@ func TestCSRF(t *testing.T) {
 			if got := p.Stats().Tags["books"].Invalidations; got != 0 {
 				t.Fatalf("books invalidations: got %d; want 0", got)
 			}
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("log: got %v; want no rows", got)
 			}
 
@@ -734,7 +735,7 @@ func TestCSRF(t *testing.T) {
 // succeed or fail together.
 func TestLogAndActionTogether(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			t.Run("invalidation fails", func(t *testing.T) {
 				p, rdb, m := newPluginRedis(t)
 				f := wrap(t, p, "books", new(counter), nil)
@@ -751,7 +752,7 @@ func TestLogAndActionTogether(t *testing.T) {
 				if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "redis error") || !strings.Contains(rec.Body.String(), "nothing logged") {
 					t.Fatalf("got %d %q; want 503 naming the Redis error", rec.Code, rec.Body)
 				}
-				if got := readLog(t, d.db); len(got) != 0 {
+				if got := readLog(t, d.DB); len(got) != 0 {
 					t.Fatalf("log: got %v; want no rows", got)
 				}
 			})
@@ -761,7 +762,7 @@ func TestLogAndActionTogether(t *testing.T) {
 				call(t, f, 1, 1)
 				h := admin.Handler(p, open(d))
 				forms := []url.Values{tform(t, h, "tag", "books"), tform(t, h, "key", "books:1"), tform(t, h, "group", "books")}
-				if _, err := d.db.ExecContext(bg, "DROP TABLE "+migrations.InvalidationsTable); err != nil {
+				if _, err := d.DB.ExecContext(bg, "DROP TABLE "+migrations.InvalidationsTable); err != nil {
 					t.Fatal(err)
 				}
 				for _, f := range forms {
@@ -872,7 +873,7 @@ func TestHeaders(t *testing.T) {
 func TestGolden(t *testing.T) {
 	key := bytes.Repeat([]byte("golden"), 6) // fixed CSRF tokens
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			books := wrap(t, p, "books", new(counter), func(a int) []string { return []string{"User:" + itoa(a) + ":books"} })
 			authors := wrap(t, p, "authors", new(counter), nil)
@@ -882,7 +883,7 @@ func TestGolden(t *testing.T) {
 			call(t, authors, 1, 1)
 			now := fixed
 			h := admin.Handler(p, admin.Options{
-				DB: d.db, Dialect: d.dialect,
+				DB: d.DB, Dialect: d.Dialect,
 				Authorize: func(*http.Request, admin.Action) (string, error) { return "ann <admin>", nil },
 				CSRFKey:   key,
 				Now:       func() time.Time { now = now.Add(time.Minute); return now },

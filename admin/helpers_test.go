@@ -68,25 +68,17 @@ func newPluginOn(t *testing.T, rdb redis.UniversalClient, prefix string) *cachem
 	return p
 }
 
-// testDB is one database with the migrations applied.
-type testDB struct {
-	name    string
-	db      *sql.DB
-	dialect string
-}
-
 // testDBs returns a SQLite file in the test's temp dir and, when
 // CACHEME_TEST_POSTGRES is set, a fresh schema on that server (dropped
 // afterwards; the test fails if the server is unreachable). Both have the
 // migrations applied.
-func testDBs(t *testing.T) []testDB {
+func testDBs(t *testing.T) []testenv.Database {
 	t.Helper()
-	var dbs []testDB
-	for _, d := range testenv.SQLDBs(t) {
+	dbs := testenv.SQLDBs(t)
+	for _, d := range dbs {
 		if err := migrations.Up(bg, d.DB, d.Dialect); err != nil {
 			t.Fatalf("%s: migrations.Up: %v", d.Name, err)
 		}
-		dbs = append(dbs, testDB{d.Name, d.DB, d.Dialect})
 	}
 	return dbs
 }

@@ -107,11 +107,11 @@ func TestBrowse(t *testing.T) {
 
 func TestEntryPage(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			f := wrap(t, p, "books", new(counter), func(a int) []string { return []string{"User:" + itoa(a) + ":books"} })
 			call(t, f, 7, 1)
-			h := admin.Handler(p, admin.Options{DB: d.db, Dialect: d.dialect, Authorize: byHeader})
+			h := admin.Handler(p, admin.Options{DB: d.DB, Dialect: d.Dialect, Authorize: byHeader})
 			ann := []string{"X-User", "ann"}
 			rec := get(h, "/entry?key=books:7", ann...)
 			body := rec.Body.String()
@@ -131,7 +131,7 @@ func TestEntryPage(t *testing.T) {
 			if err != nil || info.State == cacheme.EntryValid {
 				t.Fatalf("after the POST: %+v, %v; want it no longer valid", info, err)
 			}
-			if got, want := readLog(t, d.db), []logRow{{"ann", "key", "books:7", 1}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"ann", "key", "books:7", 1}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 			hist := get(h, "/history", ann...).Body.String()
@@ -154,7 +154,7 @@ func TestEntryPage(t *testing.T) {
 // pattern that covers the whole namespace, which needs all=yes.
 func TestPatternPage(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			var c counter
 			f := wrap(t, p, "books", &c, nil)
@@ -170,7 +170,7 @@ func TestPatternPage(t *testing.T) {
 				t.Fatalf("dry run: %d %s", rec.Code, body)
 			}
 			call(t, f, 1, 2) // nothing invalidated yet
-			if got := readLog(t, d.db); len(got) != 0 {
+			if got := readLog(t, d.DB); len(got) != 0 {
 				t.Fatalf("a dry run logged %v", got)
 			}
 			_, err := p.InvalidateKeys(bg, "books:1") // so that books:1 is recomputed below
@@ -206,7 +206,7 @@ func TestPatternPage(t *testing.T) {
 			}
 			call(t, f, 2, 15)
 			// * hit 10: books:1 and books:11 were stale (invalidated, not recomputed).
-			if got, want := readLog(t, d.db), []logRow{{"", "pattern", "books:1*", 3}, {"", "pattern", "*", 10}}; !slices.Equal(got, want) {
+			if got, want := readLog(t, d.DB), []logRow{{"", "pattern", "books:1*", 3}, {"", "pattern", "*", 10}}; !slices.Equal(got, want) {
 				t.Fatalf("log: got %v; want %v", got, want)
 			}
 		})
@@ -215,7 +215,7 @@ func TestPatternPage(t *testing.T) {
 
 func TestHistoryPaging(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			p := newPlugin(t)
 			h := admin.Handler(p, open(d))
 			tok := token(t, h)

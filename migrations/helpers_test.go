@@ -17,35 +17,21 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var bg = context.Background()
 
-// testDB is one database a test runs on.
-type testDB struct {
-	name    string
-	db      *sql.DB
-	dialect string
-}
-
 // testDBs returns a SQLite file in the test's temp dir and, when
 // CACHEME_TEST_POSTGRES is set, a fresh schema on that server, dropped after
 // the test. A set variable whose server is unreachable fails the test.
-func testDBs(t *testing.T) []testDB {
-	t.Helper()
-	var dbs []testDB
-	for _, d := range testenv.SQLDBs(t) {
-		dbs = append(dbs, testDB{d.Name, d.DB, d.Dialect})
-	}
-	return dbs
-}
+func testDBs(t *testing.T) []testenv.Database { return testenv.SQLDBs(t) }
 
 func sqliteDB(t *testing.T) *sql.DB { return testenv.SQLite(t) }
 
 // columns returns the column names of table in the current schema.
-func columns(t *testing.T, d testDB, table string) []string {
+func columns(t *testing.T, d testenv.Database, table string) []string {
 	t.Helper()
 	q := "SELECT name FROM pragma_table_info('" + table + "') ORDER BY cid"
-	if d.dialect == migrations.Postgres {
+	if d.Dialect == migrations.Postgres {
 		q = "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = '" + table + "' ORDER BY ordinal_position"
 	}
-	rows, err := d.db.QueryContext(bg, q)
+	rows, err := d.DB.QueryContext(bg, q)
 	if err != nil {
 		t.Fatalf("columns of %s: %v", table, err)
 	}

@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormcacheme/cacheme/internal/testenv"
 	"github.com/gormcacheme/cacheme/migrations"
 )
 
 func TestUpTwice(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
-			v, err := migrations.Version(bg, d.db, d.dialect)
+		t.Run(d.Name, func(t *testing.T) {
+			v, err := migrations.Version(bg, d.DB, d.Dialect)
 			if err != nil || v != 0 {
 				t.Fatalf("Version before Up = %d, %v; want 0, nil", v, err)
 			}
@@ -24,10 +25,10 @@ func TestUpTwice(t *testing.T) {
 				t.Fatalf("Version created %s: columns %v", migrations.VersionTable, got)
 			}
 			for i := range 2 {
-				if err := migrations.Up(bg, d.db, d.dialect); err != nil {
+				if err := migrations.Up(bg, d.DB, d.Dialect); err != nil {
 					t.Fatalf("Up #%d: %v", i+1, err)
 				}
-				v, err := migrations.Version(bg, d.db, d.dialect)
+				v, err := migrations.Version(bg, d.DB, d.Dialect)
 				if err != nil || v != migrations.Latest {
 					t.Fatalf("Version after Up #%d = %d, %v; want %d, nil", i+1, v, err, migrations.Latest)
 				}
@@ -45,7 +46,7 @@ func TestUpTwice(t *testing.T) {
 			// Each step is recorded once, however often Up ran.
 			var n int
 			q := "SELECT count(*) FROM " + migrations.VersionTable + " WHERE version_id = 1"
-			if err := d.db.QueryRowContext(bg, q).Scan(&n); err != nil || n != 1 {
+			if err := d.DB.QueryRowContext(bg, q).Scan(&n); err != nil || n != 1 {
 				t.Fatalf("version 1 rows = %d, %v; want 1, nil", n, err)
 			}
 		})
@@ -54,12 +55,12 @@ func TestUpTwice(t *testing.T) {
 
 func TestTableWorks(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
-			if err := migrations.Up(bg, d.db, d.dialect); err != nil {
+		t.Run(d.Name, func(t *testing.T) {
+			if err := migrations.Up(bg, d.DB, d.Dialect); err != nil {
 				t.Fatalf("Up: %v", err)
 			}
 			ins := "INSERT INTO cacheme_invalidations (actor, kind, target, entries) VALUES ('ann', 'tag', 'books', 3)"
-			if _, err := d.db.ExecContext(bg, ins); err != nil {
+			if _, err := d.DB.ExecContext(bg, ins); err != nil {
 				t.Fatalf("insert: %v", err)
 			}
 			var (
@@ -68,7 +69,7 @@ func TestTableWorks(t *testing.T) {
 				entries          int
 			)
 			q := "SELECT created_at, actor, kind, target, entries FROM cacheme_invalidations"
-			if err := d.db.QueryRowContext(bg, q).Scan(&created, &actor, &kind, &tgt, &entries); err != nil {
+			if err := d.DB.QueryRowContext(bg, q).Scan(&created, &actor, &kind, &tgt, &entries); err != nil {
 				t.Fatalf("select: %v", err)
 			}
 			if actor != "ann" || kind != "tag" || tgt != "books" || entries != 3 {
@@ -79,12 +80,12 @@ func TestTableWorks(t *testing.T) {
 			}
 			for _, kind := range []string{"node", "pattern"} {
 				ins := "INSERT INTO cacheme_invalidations (kind, target) VALUES ('" + kind + "', 'book:*')"
-				if _, err := d.db.ExecContext(bg, ins); err != nil {
+				if _, err := d.DB.ExecContext(bg, ins); err != nil {
 					t.Fatalf("kind %q refused: %v", kind, err)
 				}
 			}
 			bad := "INSERT INTO cacheme_invalidations (kind, target) VALUES ('wipe', 'CM:*')"
-			if _, err := d.db.ExecContext(bg, bad); err == nil {
+			if _, err := d.DB.ExecContext(bg, bad); err == nil {
 				t.Fatal("kind 'wipe' accepted; want the CHECK constraint to reject it")
 			}
 		})
@@ -93,11 +94,11 @@ func TestTableWorks(t *testing.T) {
 
 func TestUpConcurrent(t *testing.T) {
 	for _, d := range testDBs(t) {
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.Name, func(t *testing.T) {
 			var wg sync.WaitGroup
 			errs := make([]error, 4)
 			for i := range errs {
-				wg.Go(func() { errs[i] = migrations.Up(bg, d.db, d.dialect) })
+				wg.Go(func() { errs[i] = migrations.Up(bg, d.DB, d.Dialect) })
 			}
 			wg.Wait()
 			for i, err := range errs {
@@ -105,7 +106,7 @@ func TestUpConcurrent(t *testing.T) {
 					t.Errorf("Up #%d: %v", i, err)
 				}
 			}
-			if v, err := migrations.Version(bg, d.db, d.dialect); err != nil || v != migrations.Latest {
+			if v, err := migrations.Version(bg, d.DB, d.Dialect); err != nil || v != migrations.Latest {
 				t.Fatalf("Version = %d, %v; want %d, nil", v, err, migrations.Latest)
 			}
 		})
@@ -139,7 +140,7 @@ func TestBadArguments(t *testing.T) {
 			}
 		})
 	}
-	if got := columns(t, testDB{"sqlite", db, migrations.SQLite}, migrations.VersionTable); len(got) != 0 {
+	if got := columns(t, testenv.Database{Name: "sqlite", DB: db, Dialect: migrations.SQLite}, migrations.VersionTable); len(got) != 0 {
 		t.Fatalf("a rejected call created %s", migrations.VersionTable)
 	}
 }
