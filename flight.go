@@ -12,6 +12,15 @@ import (
 // another process's computation); the others wait for the flight and
 // decode its outcome themselves, so that no two callers share a decoded
 // value.
+//
+// Invariant: a caller only follows a flight whose leader had not begun to
+// read when the caller joined. A flight's outcome reflects every
+// invalidation done before its leader began (the read sees it, or the
+// store refuses a computation it overtook); a write that returned before a
+// follower began had its invalidation done by then. A caller that finds a
+// flight already reading joins the next one instead, whose leader begins
+// once the flight ends (join): one Redis read per entry at a time, each
+// serving the callers that came while the one before it ran.
 
 // flight is one in-process read (and computation) of an entry.
 type flight struct {
@@ -30,6 +39,10 @@ type flight struct {
 	// another computation passes them up (capture.go).
 	groups      string
 	groupsKnown bool
+
+	// next is the flight of the callers that came after this one's leader
+	// began; its leader begins once this one ends. Under flights.mu.
+	next *flight
 }
 
 // outcomeComputed is a flight's how when its leader computed the value
@@ -42,24 +55,34 @@ type flights struct {
 	m  map[string]*flight
 }
 
-// join returns the flight of key and whether the caller leads it (a new
-// flight) or follows it.
-func (fs *flights) join(key string) (*flight, bool) {
+// join returns the flight of key and whether the caller leads it or
+// follows it. A leader begins at once when after is nil, and otherwise
+// once after has ended (see the invariant above).
+func (fs *flights) join(key string) (f *flight, leader bool, after *flight) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if f := fs.m[key]; f != nil {
-		if f.done == nil {
-			f.done = make(chan struct{})
+	cur := fs.m[key]
+	if cur == nil {
+		if fs.m == nil {
+			fs.m = map[string]*flight{}
 		}
-		f.waiting++
-		return f, false
+		f = &flight{}
+		fs.m[key] = f
+		return f, true, nil
 	}
-	if fs.m == nil {
-		fs.m = map[string]*flight{}
+	// cur's leader has begun: wait for the next flight.
+	if n := cur.next; n != nil && !n.ended {
+		if n.done == nil {
+			n.done = make(chan struct{})
+		}
+		n.waiting++
+		return n, false, nil
 	}
-	f := &flight{}
-	fs.m[key] = f
-	return f, true
+	if cur.done == nil {
+		cur.done = make(chan struct{})
+	}
+	cur.next = &flight{}
+	return cur.next, true, cur
 }
 
 // followers reports whether anyone follows f yet (the leader then encodes
@@ -68,6 +91,17 @@ func (fs *flights) followers(f *flight) bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return f.waiting > 0
+}
+
+// detach makes next, which follows after, a flight of its own: its leader
+// begins before after ends, so callers that come from now on wait for
+// another next flight, not this one.
+func (fs *flights) detach(key string, after, next *flight) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if after.next == next {
+		after.next = nil
+	}
 }
 
 // end removes f and wakes its followers; the leader has set the outcome.
@@ -79,7 +113,11 @@ func (fs *flights) end(key string, f *flight) {
 	}
 	f.ended = true
 	if fs.m[key] == f {
-		delete(fs.m, key)
+		if n := f.next; n != nil && !n.ended {
+			fs.m[key] = n // its leader begins now
+		} else {
+			delete(fs.m, key)
+		}
 	}
 	if f.done != nil {
 		close(f.done)

@@ -216,3 +216,39 @@ func herdChild(t *testing.T) {
 	_, _ = f(context.Background(), 0)
 	t.Fatal("the computation returned")
 }
+
+// A call that begins after a write returned never gets a value read before
+// the write, though a computation that began before it is still in flight
+// in the same process: it follows the next flight, not that one. The
+// first call returns what it read (it overlapped the write); its result is
+// not stored (the invalidation overtook it), and the second computes.
+func TestFlightAfterInvalidation(t *testing.T) {
+	p, _ := newPlugin(t, cacheme.Settings{NoStale: true})
+	var db atomic.Int64 // the row the function reads
+	db.Store(1)
+	g := newGate()
+	var paused atomic.Bool
+	paused.Store(true)
+	f := mustWrap(t, p, cacheme.Spec[int, int64]{
+		Key:    func(int) string { return "flight-after" },
+		Groups: func(int, int64) []string { return []string{"flight-after-g"} },
+	}, func(context.Context, int) (int64, error) {
+		v := db.Load()
+		if paused.CompareAndSwap(true, false) {
+			g.wait()
+		}
+		return v, nil
+	})
+	first := goCall(f, 0)
+	g.awaitStarted(t) // it read 1
+	db.Store(2)
+	_, err := p.InvalidateGroups(bg, "flight-after-g")
+	ok(t, err) // the write has returned
+	second := goCall(f, 0)
+	time.Sleep(20 * time.Millisecond) // the second call finds the first in flight
+	g.open()
+	equals(t, recv(t, first).v, 1)
+	equals(t, recv(t, second).v, 2)
+	equals(t, call(t, f, 0), 2) // stored
+	equals(t, p.Stats().Total.Conflicts, 1)
+}

@@ -71,8 +71,26 @@ const maxCorrupt = 3
 // this process share one flight (flight.go): only its leader reads Redis.
 func run[A, R any](ctx context.Context, p *Plugin, l load[A, R]) (R, error) {
 	for {
-		f, leader := p.flights.join(l.e.key)
+		f, leader, after := p.flights.join(l.e.key)
 		if leader {
+			if after != nil {
+				err := after.wait(ctx, p.herdBound())
+				switch {
+				case errors.Is(err, errHerdTimeout):
+					// Begin now, as a flight of its own: Redis's lease
+					// bounds the wait from here (see lead).
+					p.flights.detach(l.e.key, after, f)
+				case err != nil:
+					// Its followers run on their own.
+					f.retry = true
+					p.flights.end(l.e.key, f)
+					var zero R
+					return zero, err
+				case after.how == outcomeComputed:
+					// It waited for a computation, whose value it reads.
+					p.reg.add(l.tagC, herdWaits, 1)
+				}
+			}
 			return lead(ctx, p, l, f)
 		}
 		if v, done, err := follow(ctx, p, l, f); done {
