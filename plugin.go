@@ -57,6 +57,8 @@ type Plugin struct {
 	stopOnce   sync.Once
 
 	pub publisher // publishes the counters (fleetstats.go)
+
+	local *local // the local layer (Settings.Local); nil when off
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
@@ -76,6 +78,9 @@ func New(s Settings) *Plugin {
 		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
 		if s.StatsInterval > 0 {
 			p.startPublisher()
+		}
+		if s.Local.on() {
+			p.startLocal() // its goroutine subscribes; Close stops it
 		}
 	}
 	return p
@@ -136,7 +141,8 @@ func (p *Plugin) Settings() Settings {
 	return p.set
 }
 
-// Close stops the outbox replay (Settings.Outbox) and waits for the
+// Close stops the outbox replay (Settings.Outbox) and the local layer's
+// subscription (Settings.Local), and waits for the
 // invalidations still running in the background (see
 // Settings.FlushTimeout) to finish, then publishes the counters not yet
 // published (Settings.StatsInterval), or stops waiting when ctx is done,
@@ -158,6 +164,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 			<-p.replayDone
 		}
 		p.flushes.Wait()
+		if p.local != nil {
+			p.local.close()
+		}
 		p.rowsDBOnce.Do(func() {}) // no replay database opens after Close
 		if p.rowsDB != nil {
 			_ = p.rowsDB.Close()

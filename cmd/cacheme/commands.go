@@ -327,7 +327,7 @@ func counters(c cacheme.Counters) map[string]int64 {
 
 // hitRatio is the share of calls served from the cache, -1 without calls.
 func hitRatio(c cacheme.Counters) float64 {
-	served := c.Hits + c.Stale
+	served := c.Hits + c.LocalHits + c.Stale
 	if served+c.Misses == 0 {
 		return -1
 	}
