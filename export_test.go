@@ -58,6 +58,10 @@ func LocalLive(p *Plugin) (live bool, purges int64) {
 	return p.local.live.Load(), p.local.purges.Load()
 }
 
+// LocalMessages returns how many invalidation messages p's local layer
+// received.
+func LocalMessages(p *Plugin) int64 { return p.local.messages.Load() }
+
 // LocalFill puts a valid entry of valueLen bytes under key into p's local
 // layer, as a read that found it in Redis would, and reports whether it
 // was kept.

@@ -84,8 +84,9 @@ type local struct {
 	// stopped is set by close: subscribe opens no new subscription.
 	stopped bool
 
-	// purges counts purges (tests wait for one).
-	purges atomic.Int64
+	// purges counts purges, messages the invalidation messages received
+	// (tests wait for them).
+	purges, messages atomic.Int64
 }
 
 // newLocal returns the local layer s configures (defaults applied).
@@ -321,6 +322,7 @@ func (lc *local) receive(ctx context.Context, ps *redis.PubSub) error {
 		case *redis.Message:
 			if m.Channel == lc.channel {
 				lc.evict(strings.Split(m.Payload, "\x00")...)
+				lc.messages.Add(1)
 			}
 		case *redis.Pong:
 		}

@@ -3,10 +3,15 @@ package cacheme_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gormcacheme/cacheme"
@@ -172,3 +177,198 @@ func TestLocalCrossProcess(t *testing.T) {
 	}
 }
 
+// afterRead is a hook that runs fn once, right after the next fast-path
+// read (SET NX GET) of key got its reply: between B's read of a valid
+// value and its fill of the local layer.
+type afterRead struct {
+	key string
+	fn  func()
+	mu  sync.Mutex
+}
+
+func (h *afterRead) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if cmd.Name() == "set" && len(args) > 1 && args[1] == h.key {
+			h.mu.Lock()
+			fn := h.fn
+			h.fn = nil
+			h.mu.Unlock()
+			if fn != nil {
+				fn()
+			}
+		}
+		return err
+	}
+}
+
+func (h *afterRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *afterRead) arm(fn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fn = fn
+}
+
+// No stale refill: a value B read from Redis before another process's
+// invalidation, whose message B received before it could fill its local
+// layer, is returned (it was valid when read) but not kept: B's next call
+// computes the new value. Without the invalidation the same read fills.
+func TestLocalNoStaleRefill(t *testing.T) {
+	for _, overtaken := range []bool{true, false} {
+		t.Run(fmt.Sprintf("overtaken=%v", overtaken), func(t *testing.T) {
+			rdb, _ := testRedis(t)
+			prefix := uniquePrefix()
+			pa := newPluginOn(t, secondClient(t, rdb), cacheme.Settings{Prefix: prefix})
+			cb := secondClient(t, rdb)
+			pb := newPluginOn(t, cb, cacheme.Settings{Prefix: prefix, Local: localSettings, NoStale: true})
+			hook := &afterRead{key: cacheme.EntryKey(pb, "refill")}
+			cb.AddHook(hook)
+			waitLocal(t, pb, 0)
+			var version atomic.Int64
+			version.Store(1)
+			f := mustWrap(t, pb, cacheme.Spec[int, int64]{Key: func(int) string { return "refill" }},
+				func(context.Context, int) (int64, error) { return version.Load(), nil })
+			equals(t, call(t, f, 0), int64(1)) // computed and stored
+			hook.arm(func() {
+				if !overtaken {
+					return
+				}
+				version.Store(2)
+				seen := cacheme.LocalMessages(pb)
+				_, err := pa.InvalidateKeys(bg, "refill")
+				ok(t, err)
+				waitFor(t, "B to receive the invalidation", func() bool { return cacheme.LocalMessages(pb) > seen })
+			})
+			equals(t, call(t, f, 0), int64(1)) // a Redis hit, read before the invalidation
+			equals(t, cacheme.LocalHas(pb, "refill"), !overtaken)
+			if overtaken {
+				equals(t, call(t, f, 0), int64(2))
+				equals(t, pb.Stats().Total.LocalHits, int64(0))
+			} else {
+				equals(t, call(t, f, 0), int64(1))
+				equals(t, pb.Stats().Total.LocalHits, int64(1))
+			}
+		})
+	}
+}
+
+// killSubscription drops the connection of p's subscription: on miniredis
+// by restarting the server (its data survives), on a real server with
+// CLIENT KILL of the connection named name that subscribes. between runs
+// while it is down (miniredis) or right after the kill.
+func killSubscription(t *testing.T, rdb redis.UniversalClient, mr *miniredis.Miniredis, name string, between func()) {
+	t.Helper()
+	if mr != nil {
+		mr.Close()
+		between()
+		ok(t, mr.Restart())
+		return
+	}
+	list, err := rdb.ClientList(bg).Result()
+	ok(t, err)
+	killed := 0
+	for line := range strings.SplitSeq(list, "\n") {
+		if !strings.Contains(line, " name="+name+" ") || strings.Contains(line, " sub=0 ") {
+			continue
+		}
+		for f := range strings.FieldsSeq(line) {
+			if id, found := strings.CutPrefix(f, "id="); found {
+				ok(t, rdb.Do(bg, "client", "kill", "id", id).Err())
+				killed++
+			}
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d subscriptions named %s; want 1:\n%s", killed, name, list)
+	}
+	between()
+}
+
+// A lost subscription empties the local layer before it serves again: an
+// entry invalidated while no message could reach B (here deleted without
+// one) is never served from B's layer after B subscribed again.
+func TestLocalPurgeOnResubscribe(t *testing.T) {
+	rdb, mr := testRedis(t)
+	c := secondClient(t, rdb)
+	opt := c.Options()
+	opt.ClientName = fmt.Sprintf("cm-local-%d", time.Now().UnixNano())
+	cb := redis.NewClient(opt)
+	t.Cleanup(func() { cb.Close() })
+	p := newPluginOn(t, cb, cacheme.Settings{Local: localSettings, NoStale: true})
+	waitLocal(t, p, 0)
+	var cnt counter
+	f := mustWrap(t, p, cacheme.Spec[int, int64]{Key: func(int) string { return "resub" }}, cnt.fn)
+	equals(t, call(t, f, 0), int64(1))
+	equals(t, call(t, f, 0), int64(1))
+	equals(t, cacheme.LocalHas(p, "resub"), true)
+	_, purges := cacheme.LocalLive(p)
+	killSubscription(t, c, mr, opt.ClientName, func() {
+		if mr != nil {
+			waitFor(t, "the layer to stop serving", func() bool { live, _ := cacheme.LocalLive(p); return !live })
+			mr.Del(cacheme.EntryKey(p, "resub"))
+		} else {
+			ok(t, c.Del(bg, cacheme.EntryKey(p, "resub")).Err())
+		}
+	})
+	waitLocal(t, p, purges+1) // emptied at the loss and again at the confirmation
+	equals(t, cacheme.LocalHas(p, "resub"), false)
+	if got := call(t, f, 0); got < 2 {
+		t.Fatalf("after the subscription came back B served %d, the value deleted while it was lost", got)
+	}
+}
+
+// The layer stays within MaxBytes and MaxEntries under a stream of 1M
+// distinct keys, filled as reads would fill it.
+func TestLocalMemoryBound(t *testing.T) {
+	const maxBytes, maxEntries, keys = 4 << 20, 5000, 1_000_000
+	p, _ := newPlugin(t, cacheme.Settings{Local: cacheme.LocalSettings{MaxBytes: maxBytes, MaxEntries: maxEntries}})
+	waitLocal(t, p, 0)
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rng := rand.New(rand.NewPCG(1, 2))
+	kept := 0
+	for i := range keys {
+		// Values under 64 bytes, then of 0 to 4 KiB: the small ones are
+		// bound by MaxEntries, the large ones by MaxBytes.
+		size := rng.IntN(64)
+		if i >= keys/2 {
+			size = rng.IntN(4096)
+		}
+		if cacheme.LocalFill(p, fmt.Sprintf("CM:stream:%d>base>", i), size) {
+			kept++
+		}
+		if i == keys/2-1 {
+			w, n := cacheme.LocalSize(p)
+			t.Logf("small values: %d bytes weighed, %d entries", w, n)
+			if n < maxEntries/2 {
+				t.Fatalf("small values: %d entries; the bound is %d", n, maxEntries)
+			}
+		}
+		if i%100_000 == 99_999 {
+			w, n := cacheme.LocalSize(p)
+			if w > maxBytes || n > maxEntries {
+				t.Fatalf("after %d keys: %d bytes, %d entries; want at most %d, %d", i+1, w, n, maxBytes, maxEntries)
+			}
+		}
+	}
+	w, n := cacheme.LocalSize(p)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d keys filled (%d kept): %d bytes weighed, %d entries (bounds %d, %d); heap grew %.1f MiB",
+		keys, kept, w, n, maxBytes, maxEntries, float64(grown)/(1<<20))
+	if w > maxBytes || n > maxEntries {
+		t.Fatalf("%d bytes, %d entries; want at most %d, %d", w, n, maxBytes, maxEntries)
+	}
+	if grown > 4*maxBytes {
+		t.Fatalf("the heap grew %d bytes for a layer of at most %d", grown, maxBytes)
+	}
+}
