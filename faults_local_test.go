@@ -1,0 +1,178 @@
+//go:build faults
+
+package cacheme_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gormcacheme/cacheme"
+)
+
+// localFaultPort returns a free port in 7500-7599, the local layer's fault
+// tests' range.
+func localFaultPort(t *testing.T) int {
+	t.Helper()
+	for p := 7500; p < 7600; p++ {
+		if portFree(p) {
+			return p
+		}
+	}
+	t.Fatal("no free port in 7500-7599")
+	return 0
+}
+
+// TestFaultLocalSubscriptionKilled kills the subscription of B's local
+// layer (CLIENT KILL TYPE pubsub) and, while it is gone, process A
+// invalidates every key B holds locally, once; nothing changes afterwards.
+// Every read B starts once the invalidations returned (plus the delivery
+// bound) must return the new values: B emptied its layer when it lost the
+// subscription, so the messages it missed cost it nothing.
+func TestFaultLocalSubscriptionKilled(t *testing.T) {
+	faultLocal(t, func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func()) {
+		_, purges := cacheme.LocalLive(pb)
+		killed := time.Now()
+		ok(t, r.client(t, time.Second).Do(bg, "client", "kill", "type", "pubsub").Err())
+		invalidate()
+		for _, n := cacheme.LocalLive(pb); n == purges; _, n = cacheme.LocalLive(pb) {
+			time.Sleep(time.Millisecond)
+		}
+		t.Logf("B's layer emptied %v after the kill", time.Since(killed))
+	})
+}
+
+// TestFaultLocalRedisRestart restarts Redis (its data lost) under B's
+// local layer: A's invalidations wait for it, and the messages they
+// publish may reach B before or after it subscribed again. B's layer was
+// emptied when the connection broke: no value from before is served.
+func TestFaultLocalRedisRestart(t *testing.T) {
+	faultLocal(t, func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func()) {
+		r.stop()
+		*r = *startRedis(t, r.port)
+		invalidate()
+	})
+}
+
+// faultLocal runs a fault under B's local layer three times: B holds 50
+// keys locally and reads them from 4 goroutines throughout; fault breaks
+// something and calls invalidate, which bumps every key's version and has
+// A invalidate them all (retrying until Redis answers).
+func faultLocal(t *testing.T, fault func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func())) {
+	const keys, rounds = 50, 3
+	r := startRedis(t, localFaultPort(t))
+	prefix := uniquePrefix()
+	pa := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, StatsInterval: -1})
+	t.Cleanup(func() { _ = pa.Close(bg) })
+	pb := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, NoStale: true, StatsInterval: -1,
+		Local: cacheme.LocalSettings{MaxEntries: 1000, Heartbeat: 200 * time.Millisecond}})
+	t.Cleanup(func() { _ = pb.Close(bg) })
+	var versions [keys]atomic.Int64
+	spec := cacheme.Spec[int, int64]{Key: func(k int) string { return fmt.Sprintf("k:%d", k) }}
+	fb := mustWrap(t, pb, spec, func(_ context.Context, k int) (int64, error) { return versions[k].Load(), nil })
+
+	var settled atomic.Int64 // unix ns after which every read must be current (0: not yet)
+	var reads, violations, localHits atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// Readers block a little between reads, as readers that
+				// serve requests do: readers that never block saturate
+				// the 2 cores, and Go's scheduler then runs the
+				// subscriber (woken by the network poller) only every
+				// few tens of milliseconds (see the README's "Local
+				// layer").
+				time.Sleep(20 * time.Microsecond)
+				k := rng.IntN(keys)
+				began := time.Now().UnixNano()
+				want := versions[k].Load()
+				s := settled.Load()
+				v, err := fb(bg, k)
+				if err != nil {
+					continue // fail-open covers Redis down; an error is not stale
+				}
+				reads.Add(1)
+				if s != 0 && began > s && v < want {
+					if violations.Add(1) <= 5 {
+						t.Errorf("key %d: read %d, %v after the invalidation of %d returned", k, v, time.Duration(began-s), want)
+					}
+				}
+			}
+		})
+	}
+	for round := range rounds {
+		settled.Store(0)
+		// Warm: every key in B's layer.
+		waitLocalFor(t, pb, 10*time.Second)
+		for k := range keys {
+			deadline := time.Now().Add(10 * time.Second)
+			for !cacheme.LocalHas(pb, fmt.Sprintf("k:%d", k)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("round %d: key %d never entered B's local layer", round, k)
+				}
+				_, _ = fb(bg, k)
+				time.Sleep(time.Millisecond)
+			}
+		}
+		hitsBefore := pb.Stats().Total.LocalHits
+		_, purges := cacheme.LocalLive(pb)
+		fault(t, r, pb, func() {
+			for k := range keys {
+				versions[k].Add(1)
+			}
+			all := make([]string, keys)
+			for k := range keys {
+				all[k] = fmt.Sprintf("k:%d", k)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				_, err := pa.InvalidateKeys(bg, all...)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("round %d: A cannot invalidate: %v", round, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			settled.Store(time.Now().Add(localDeliveryBound).UnixNano())
+		})
+		// Reads go on for a while after the fault; the layer comes back.
+		time.Sleep(time.Second)
+		_, after := cacheme.LocalLive(pb)
+		if after <= purges {
+			t.Fatalf("round %d: B's layer was not emptied after the fault (purges %d, then %d)", round, purges, after)
+		}
+		localHits.Add(pb.Stats().Total.LocalHits - hitsBefore)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d rounds: %d reads (%d local hits), %d violations", rounds, reads.Load(), localHits.Load(), violations.Load())
+	if violations.Load() > 0 {
+		t.Fatalf("%d reads returned a value invalidated more than %v before they started", violations.Load(), localDeliveryBound)
+	}
+}
+
+// waitLocalFor waits until p's local layer serves.
+func waitLocalFor(t *testing.T, p *cacheme.Plugin, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for live, _ := cacheme.LocalLive(p); !live; live, _ = cacheme.LocalLive(p) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the local layer is not live after %v", d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
