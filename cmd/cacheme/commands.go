@@ -376,7 +376,7 @@ func sortedTags(f cacheme.Fleet) []string {
 }
 
 // tableColumns are the counters the table shows.
-var tableColumns = []string{"hits", "misses", "stale", "herd_waits", "invalidations", "redis_errors", "loader_errors"}
+var tableColumns = []string{"hits", "local_hits", "misses", "stale", "herd_waits", "invalidations", "redis_errors", "loader_errors"}
 
 func writeTable(c *config, f cacheme.Fleet) error {
 	procs := "processes"
