@@ -372,3 +372,67 @@ func TestLocalMemoryBound(t *testing.T) {
 		t.Fatalf("the heap grew %d bytes for a layer of at most %d", grown, maxBytes)
 	}
 }
+
+// On Redis Cluster (CACHEME_TEST_REDIS_CLUSTER; one node otherwise), an
+// invalidation in process A of 50 keys spread over every master evicts
+// them from process B's local layer: each master's invalidateScript
+// publishes, and the cluster bus carries it to B's subscription, whatever
+// node that is on.
+func TestLocalCluster(t *testing.T) {
+	const n = 50
+	rdb, cluster := clusterRedis(t)
+	other := func() redis.UniversalClient {
+		if cluster != nil {
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Options().Addrs})
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		return secondClient(t, rdb)
+	}
+	prefix := uniquePrefix()
+	pa := newPluginOn(t, other(), cacheme.Settings{Prefix: prefix})
+	pb := newPluginOn(t, other(), cacheme.Settings{Prefix: prefix, NoStale: true, Local: localSettings})
+	waitLocal(t, pb, 0)
+	var versions [n]atomic.Int64
+	spec := cacheme.Spec[int, int64]{
+		Key:    func(k int) string { return fmt.Sprintf("cl:%d", k) },
+		Groups: func(int, int64) []string { return []string{"cl-all"} },
+	}
+	f := mustWrap(t, pb, spec, func(_ context.Context, k int) (int64, error) { return versions[k].Load(), nil })
+	round := func(how string, invalidate func() error) {
+		t.Helper()
+		for k := range n {
+			// On several servers a computation within about a round trip
+			// of an invalidation is not stored: read until it is.
+			waitFor(t, fmt.Sprintf("cl:%d in B's local layer", k), func() bool {
+				_, err := f(bg, k)
+				ok(t, err)
+				return cacheme.LocalHas(pb, fmt.Sprintf("cl:%d", k))
+			})
+		}
+		for k := range n {
+			versions[k].Add(1)
+		}
+		ok(t, invalidate())
+		waitFor(t, "B to evict every key after "+how, func() bool {
+			for k := range n {
+				if cacheme.LocalHas(pb, fmt.Sprintf("cl:%d", k)) {
+					return false
+				}
+			}
+			return true
+		})
+		for k := range n {
+			equals(t, call(t, f, k), versions[k].Load())
+		}
+	}
+	round("InvalidateGroups", func() error { _, err := pa.InvalidateGroups(bg, "cl-all"); return err })
+	keys := make([]string, n)
+	for k := range n {
+		keys[k] = fmt.Sprintf("cl:%d", k)
+	}
+	round("InvalidateKeys", func() error { _, err := pa.InvalidateKeys(bg, keys...); return err })
+	if pb.Stats().Total.LocalHits != 0 {
+		t.Logf("B: %+v", pb.Stats().Total)
+	}
+}
