@@ -71,6 +71,10 @@
 //	                     "<kind>\x00<tag>\x00<counter>" (kind and tag
 //	                     empty for the total, kind "other" for the tags
 //	                     past MaxFleetTags) and "@p\x00<plugin id>"
+//	CM:invalidations     a pub/sub channel, not a key: every invalidation
+//	                     of entries publishes their keys there,
+//	                     NUL-separated, from the script that invalidates
+//	                     them, for the local layers (Settings.Local)
 //
 // A cached GORM read is the entry "q:<table>:<hash>"; its value is the
 // rows the database returned (rowset.go). Its groups are the conjunctions
