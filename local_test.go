@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/gormcacheme/cacheme"
 )
@@ -434,5 +438,48 @@ func TestLocalCluster(t *testing.T) {
 	round("InvalidateKeys", func() error { _, err := pa.InvalidateKeys(bg, keys...); return err })
 	if pb.Stats().Total.LocalHits != 0 {
 		t.Logf("B: %+v", pb.Stats().Total)
+	}
+}
+
+type localBook struct {
+	ID    uint
+	Title string
+}
+
+// The query cache sits behind the local layer too: a cached GORM read is
+// served from B's memory, and a GORM write through process A (another
+// *gorm.DB and plugin on the same database) evicts it after its COMMIT.
+func TestLocalQueryCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "local.db") + "?_busy_timeout=5000&_journal_mode=WAL"
+	open := func() *gorm.DB {
+		db, err := gorm.Open(sqlite.Open(path), &gorm.Config{Logger: logger.Discard})
+		ok(t, err)
+		sqlDB, err := db.DB()
+		ok(t, err)
+		t.Cleanup(func() { sqlDB.Close() })
+		return db
+	}
+	pa, pb := twoProcesses(t, cacheme.Settings{}, cacheme.Settings{})
+	dbA, dbB := open(), open()
+	ok(t, dbA.Use(pa))
+	ok(t, dbB.Use(pb))
+	ok(t, dbA.AutoMigrate(&localBook{}))
+	ok(t, dbA.Create(&localBook{ID: 1, Title: "Dune"}).Error)
+	read := func() string {
+		t.Helper()
+		var b localBook
+		ok(t, dbB.Clauses(cacheme.Cached{TTL: time.Minute}).First(&b, 1).Error)
+		return b.Title
+	}
+	for range 3 {
+		equals(t, read(), "Dune") // the database, Redis, B's memory
+	}
+	equals(t, pb.Stats().Total.LocalHits, int64(1))
+	ok(t, dbA.Model(&localBook{ID: 1}).Update("title", "Dune Messiah").Error)
+	waitFor(t, "B to read the new title", func() bool { return read() == "Dune Messiah" })
+	read()
+	read()
+	if pb.Stats().Total.LocalHits < 2 {
+		t.Fatalf("B served the new title from Redis only: %+v", pb.Stats().Total)
 	}
 }
