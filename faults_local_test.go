@@ -176,3 +176,62 @@ func waitLocalFor(t *testing.T, p *cacheme.Plugin, d time.Duration) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFaultLocalSilentConnection swallows every reply Redis sends B (a
+// proxy forwards B's requests, not the replies): B's subscription gets
+// neither messages nor the replies to its pings, and no error. Within two
+// heartbeats B's layer must stop serving, so an invalidation it never
+// hears about costs at most that long; once replies flow again it
+// subscribes anew and serves again, the new value.
+func TestFaultLocalSilentConnection(t *testing.T) {
+	const heartbeat = 200 * time.Millisecond
+	r := startRedis(t, localFaultPort(t))
+	d := startDropper(t, r.addr())
+	prefix := uniquePrefix()
+	pa := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, StatsInterval: -1})
+	t.Cleanup(func() { _ = pa.Close(bg) })
+	pb := cacheme.New(cacheme.Settings{Redis: dialRedis(t, d.addr(), time.Second), Prefix: prefix, NoStale: true,
+		StatsInterval: -1, OpTimeout: 100 * time.Millisecond,
+		Local: cacheme.LocalSettings{MaxEntries: 100, Heartbeat: heartbeat}})
+	t.Cleanup(func() { _ = pb.Close(bg) })
+	var version atomic.Int64
+	version.Store(1)
+	f := mustWrap(t, pb, cacheme.Spec[int, int64]{Key: func(int) string { return "silent" }},
+		func(context.Context, int) (int64, error) { return version.Load(), nil })
+	waitLocalFor(t, pb, 10*time.Second)
+	for !cacheme.LocalHas(pb, "silent") {
+		_, err := f(bg, 0)
+		ok(t, err)
+	}
+	d.drop.Store(true)
+	dropped := time.Now()
+	version.Store(2)
+	_, err := pa.InvalidateKeys(bg, "silent")
+	ok(t, err)
+	// Until B notices, it may serve 1 from its memory; not after.
+	for live, _ := cacheme.LocalLive(pb); live; live, _ = cacheme.LocalLive(pb) {
+		if time.Since(dropped) > 5*heartbeat {
+			t.Fatalf("B's layer still serves %v after its connection went silent", time.Since(dropped))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	noticed := time.Since(dropped)
+	equals(t, cacheme.LocalHas(pb, "silent"), false)
+	v, err := f(bg, 0) // Redis times out: fail-open, computed
+	ok(t, err)
+	equals(t, v, int64(2))
+	d.drop.Store(false)
+	d.reset() // the swallowed replies left B's connections out of step
+	resumed := time.Now()
+	waitLocalFor(t, pb, 10*time.Second)
+	t.Logf("live again %v after the replies flowed", time.Since(resumed))
+	for range 3 {
+		v, err := f(bg, 0)
+		ok(t, err)
+		equals(t, v, int64(2))
+	}
+	t.Logf("B stopped serving %v after its connection went silent (heartbeat %v)", noticed.Round(time.Millisecond), heartbeat)
+	if noticed > 3*heartbeat {
+		t.Fatalf("B noticed after %v; want within about two heartbeats (%v)", noticed, 2*heartbeat)
+	}
+}
