@@ -6,10 +6,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gormcacheme/cacheme"
 )
@@ -34,7 +37,8 @@ func localFaultPort(t *testing.T) int {
 // bound) must return the new values: B emptied its layer when it lost the
 // subscription, so the messages it missed cost it nothing.
 func TestFaultLocalSubscriptionKilled(t *testing.T) {
-	faultLocal(t, func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func()) {
+	r := startRedis(t, localFaultPort(t))
+	faultLocal(t, r.client(t, time.Second), r.client(t, time.Second), func(t *testing.T, pb *cacheme.Plugin, invalidate func()) {
 		_, purges := cacheme.LocalLive(pb)
 		killed := time.Now()
 		ok(t, r.client(t, time.Second).Do(bg, "client", "kill", "type", "pubsub").Err())
@@ -51,24 +55,25 @@ func TestFaultLocalSubscriptionKilled(t *testing.T) {
 // publish may reach B before or after it subscribed again. B's layer was
 // emptied when the connection broke: no value from before is served.
 func TestFaultLocalRedisRestart(t *testing.T) {
-	faultLocal(t, func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func()) {
+	r := startRedis(t, localFaultPort(t))
+	faultLocal(t, r.client(t, time.Second), r.client(t, time.Second), func(t *testing.T, pb *cacheme.Plugin, invalidate func()) {
 		r.stop()
 		*r = *startRedis(t, r.port)
 		invalidate()
 	})
 }
 
-// faultLocal runs a fault under B's local layer three times: B holds 50
+// faultLocal runs a fault under B's local layer (B on client cb, A on ca)
+// three times: B holds 50
 // keys locally and reads them from 4 goroutines throughout; fault breaks
 // something and calls invalidate, which bumps every key's version and has
 // A invalidate them all (retrying until Redis answers).
-func faultLocal(t *testing.T, fault func(t *testing.T, r *redisProc, pb *cacheme.Plugin, invalidate func())) {
+func faultLocal(t *testing.T, ca, cb redis.UniversalClient, fault func(t *testing.T, pb *cacheme.Plugin, invalidate func())) {
 	const keys, rounds = 50, 3
-	r := startRedis(t, localFaultPort(t))
 	prefix := uniquePrefix()
-	pa := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, StatsInterval: -1})
+	pa := cacheme.New(cacheme.Settings{Redis: ca, Prefix: prefix, StatsInterval: -1})
 	t.Cleanup(func() { _ = pa.Close(bg) })
-	pb := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, NoStale: true, StatsInterval: -1,
+	pb := cacheme.New(cacheme.Settings{Redis: cb, Prefix: prefix, NoStale: true, StatsInterval: -1,
 		Local: cacheme.LocalSettings{MaxEntries: 1000, Heartbeat: 200 * time.Millisecond}})
 	t.Cleanup(func() { _ = pb.Close(bg) })
 	var versions [keys]atomic.Int64
@@ -128,7 +133,7 @@ func faultLocal(t *testing.T, fault func(t *testing.T, r *redisProc, pb *cacheme
 		}
 		hitsBefore := pb.Stats().Total.LocalHits
 		_, purges := cacheme.LocalLive(pb)
-		fault(t, r, pb, func() {
+		fault(t, pb, func() {
 			for k := range keys {
 				versions[k].Add(1)
 			}
@@ -234,4 +239,102 @@ func TestFaultLocalSilentConnection(t *testing.T) {
 	if noticed > 3*heartbeat {
 		t.Fatalf("B noticed after %v; want within about two heartbeats (%v)", noticed, 2*heartbeat)
 	}
+}
+
+// TestFaultLocalClusterMasterKilled kills (SIGKILL) the master B's
+// subscription is on, in a Redis Cluster of 3 masters and 3 replicas on
+// ports 7500-7599: B's layer empties when the connection breaks, its
+// replica takes over (cluster-node-timeout 1 s), A's invalidations of
+// keys on every master wait for it, and B subscribes again on a live
+// node. No value from before is served after the invalidations returned.
+func TestFaultLocalClusterMasterKilled(t *testing.T) {
+	c := startClusterIn(t, 7500, 7600)
+	client := func() *redis.ClusterClient {
+		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.addrs(),
+			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	ca, cb := client(), client()
+	killed := false
+	faultLocal(t, ca, cb, func(t *testing.T, pb *cacheme.Plugin, invalidate func()) {
+		if killed { // one master only: later rounds break the subscription with CLIENT KILL
+			ok(t, c.clientOf(t, pb).Do(bg, "client", "kill", "type", "pubsub").Err())
+			invalidate()
+			return
+		}
+		killed = true
+		m := c.subscriptionNode(t, pb)
+		began := time.Now()
+		m.stop()
+		// The replica takes over; the clients learn it (go-redis reloads
+		// its slots on MOVED, not on a dead node's dial errors).
+		c.waitPromoted(t, m, 30*time.Second)
+		promoted := time.Since(began)
+		ca.ReloadState(bg)
+		cb.ReloadState(bg)
+		invalidate()
+		t.Logf("the master %s was killed; its replica took over %v later, A's invalidations returned %v later",
+			m.addr(), promoted.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+	})
+}
+
+// subscriptionNode returns the node B's subscription is connected to: the
+// one that lists a client subscribed to one channel.
+func (c *redisCluster) subscriptionNode(t *testing.T, pb *cacheme.Plugin) *redisProc {
+	t.Helper()
+	for _, n := range c.nodes {
+		select {
+		case <-n.done:
+			continue
+		default:
+		}
+		list, err := n.client(t, time.Second).ClientList(bg).Result()
+		if err != nil {
+			continue
+		}
+		if strings.Contains(list, " sub=1 ") {
+			return n
+		}
+	}
+	t.Fatal("no node holds B's subscription")
+	return nil
+}
+
+// waitPromoted waits until a live node sees 3 masters with slots, none of
+// them dead.
+func (c *redisCluster) waitPromoted(t *testing.T, dead *redisProc, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, n := range c.nodes {
+			if n == dead {
+				continue
+			}
+			seen, err := nodesSeenBy(bg, t, n.addr())
+			if err != nil {
+				continue
+			}
+			masters := 0
+			for _, s := range seen {
+				if s.is("master") && s.slots && !s.is("fail") && !s.is("fail?") && s.addr != dead.addr() {
+					masters++
+				}
+			}
+			if masters == 3 {
+				return
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no replica took over from %s within %v", dead.addr(), timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// clientOf returns a client of the node B's subscription is on.
+func (c *redisCluster) clientOf(t *testing.T, pb *cacheme.Plugin) *redis.Client {
+	t.Helper()
+	return c.subscriptionNode(t, pb).client(t, time.Second)
 }
