@@ -262,18 +262,22 @@ func (lc *local) subscribe(rdb redis.UniversalClient, report func(error)) {
 	ctx := context.Background()
 	backoff := lc.heartbeat / 10
 	for {
+		ps := rdb.Subscribe(ctx, lc.channel) // its error comes from the first receive
 		lc.psMu.Lock()
 		if lc.stopped {
 			lc.psMu.Unlock()
+			_ = ps.Close()
 			return
 		}
-		ps := rdb.Subscribe(ctx, lc.channel) // its error comes from the first receive
 		lc.ps = ps
 		lc.psMu.Unlock()
 
-		err := lc.receive(ctx, ps)
+		confirmed, err := lc.receive(ctx, ps)
 		_ = ps.Close()
 		lc.purge(false)
+		if confirmed {
+			backoff = lc.heartbeat / 10
+		}
 		select {
 		case <-lc.stop:
 			return
@@ -292,21 +296,22 @@ func (lc *local) subscribe(rdb redis.UniversalClient, report func(error)) {
 }
 
 // receive reads the subscription until it fails or stays silent for a
-// heartbeat after a ping, and returns why it stopped.
-func (lc *local) receive(ctx context.Context, ps *redis.PubSub) error {
+// heartbeat after a ping, and returns whether it was confirmed and why it
+// stopped.
+func (lc *local) receive(ctx context.Context, ps *redis.PubSub) (confirmed bool, _ error) {
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, lc.heartbeat)
 		if err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
-				return err
+				return confirmed, err
 			}
 			if pinged {
-				return fmt.Errorf("no reply to a ping within %v", lc.heartbeat)
+				return confirmed, fmt.Errorf("no reply to a ping within %v", lc.heartbeat)
 			}
 			if err := ps.Ping(ctx); err != nil {
-				return err
+				return confirmed, err
 			}
 			pinged = true
 			continue
@@ -318,6 +323,7 @@ func (lc *local) receive(ctx context.Context, ps *redis.PubSub) error {
 				// Whatever was published before this confirmation may
 				// have been missed: start empty.
 				lc.purge(true)
+				confirmed = true
 			}
 		case *redis.Message:
 			if m.Channel == lc.channel {
