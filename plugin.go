@@ -62,7 +62,8 @@ type Plugin struct {
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
-// New does not contact Redis and never returns nil. A configuration that
+// New does not contact Redis (with Settings.Local it starts the goroutine
+// that subscribes, in the background) and never returns nil. A configuration that
 // cannot work (no Redis client, a setting out of range) is not lost: Err
 // returns it, and db.Use, Wrap, WrapNode and every call that needs a valid
 // plugin return it too, wrapping ErrNoRedis or ErrInvalidSettings.
@@ -126,7 +127,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	p.wrapPool(db)
 	if p.set.Outbox {
-		// The one goroutine the plugin starts; Close stops it.
+		// Close stops it (as it stops the local layer's subscriber).
 		p.replayStop, p.replayDone = make(chan struct{}), make(chan struct{})
 		go p.replayLoop()
 	}
