@@ -249,6 +249,10 @@ func TestFaultLocalSilentConnection(t *testing.T) {
 // node. No value from before is served after the invalidations returned.
 func TestFaultLocalClusterMasterKilled(t *testing.T) {
 	c := startClusterIn(t, 7500, 7600)
+	// Runs after the clients are closed: go-redis retries the dial of a
+	// dead node every second until its pool is closed, and goleak must not
+	// find that goroutine still asleep.
+	t.Cleanup(func() { time.Sleep(1500 * time.Millisecond) })
 	client := func() *redis.ClusterClient {
 		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.addrs(),
 			DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
@@ -271,12 +275,34 @@ func TestFaultLocalClusterMasterKilled(t *testing.T) {
 		// its slots on MOVED, not on a dead node's dial errors).
 		c.waitPromoted(t, m, 30*time.Second)
 		promoted := time.Since(began)
-		ca.ReloadState(bg)
-		cb.ReloadState(bg)
+		for _, cc := range []*redis.ClusterClient{ca, cb} {
+			waitForever := time.Now().Add(30 * time.Second)
+			for knowsMaster(cc, m.addr()) {
+				if time.Now().After(waitForever) {
+					t.Fatalf("the client still routes to %s", m.addr())
+				}
+				cc.ReloadState(bg) // asynchronous
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
 		invalidate()
 		t.Logf("the master %s was killed; its replica took over %v later, A's invalidations returned %v later",
 			m.addr(), promoted.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	})
+}
+
+// knowsMaster reports whether cc's view of the cluster has addr as a
+// master.
+func knowsMaster(cc *redis.ClusterClient, addr string) bool {
+	var mu sync.Mutex
+	found := false
+	_ = cc.ForEachMaster(bg, func(_ context.Context, n *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		found = found || n.Options().Addr == addr
+		return nil
+	})
+	return found
 }
 
 // subscriptionNode returns the node B's subscription is connected to: the
