@@ -31,6 +31,16 @@
 // it makes with the call's context add what they depend on to its groups
 // (capture.go). Nothing read inside a transaction is stored.
 //
+// # The local layer
+//
+// Settings.Local keeps valid values read from Redis in the process, bounded
+// by bytes and entries (local.go): a local hit makes no round trip. Every
+// invalidation script publishes the keys it invalidated on the Prefix's
+// channel, and each plugin with the layer on evicts them; a lost
+// subscription empties the layer before it serves again. A reader in
+// another process may get a value for up to the delivery delay after its
+// invalidation returned.
+//
 // # With GORM
 //
 // db.Use(cacheme.New(s)) registers callbacks on create, update and delete;

@@ -80,7 +80,7 @@ func New(s Settings) *Plugin {
 		if s.StatsInterval > 0 {
 			p.startPublisher()
 		}
-		if s.Local.on() {
+		if s.Local.on() && !s.Disabled {
 			p.startLocal() // its goroutine subscribes; Close stops it
 		}
 	}
