@@ -182,7 +182,8 @@ type Settings struct {
 	// Local configures the optional in-process layer in front of Redis
 	// (local.go): a valid value read from Redis is kept in this process,
 	// and served from there without a Redis round trip until an
-	// invalidation in any process sharing the Prefix evicts it. Zero: off.
+	// invalidation in any process sharing the Prefix evicts it. Zero (or
+	// Disabled): off.
 	Local LocalSettings
 
 	// FailClosed makes a wrapped function return an error wrapping ErrRedis
