@@ -21,8 +21,10 @@ import (
 
 // localDeliveryBound is how long after an invalidation returned a reader in
 // another process may still get the old value from its local layer in
-// TestLocalTwoProcesses: past it, a read is a violation.
-const localDeliveryBound = 100 * time.Millisecond
+// TestLocalTwoProcesses and the fault suite: past it, a read is a
+// violation. The delays measured are a few milliseconds (the tests log
+// them); the bound leaves room for a loaded 2-core machine's scheduling.
+const localDeliveryBound = 500 * time.Millisecond
 
 // Two OS processes: this one (A) sets a version in Redis and invalidates the
 // memoized value that reads it, one version after another; the child (B,
