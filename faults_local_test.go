@@ -193,10 +193,12 @@ func TestFaultLocalSilentConnection(t *testing.T) {
 	r := startRedis(t, localFaultPort(t))
 	d := startDropper(t, r.addr())
 	prefix := uniquePrefix()
-	pa := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, StatsInterval: -1})
+	// A short lease: the read B sends while its replies are swallowed
+	// takes one, and its next call waits for that lease to run out.
+	pa := cacheme.New(cacheme.Settings{Redis: r.client(t, time.Second), Prefix: prefix, StatsInterval: -1, LeaseTTL: 500 * time.Millisecond})
 	t.Cleanup(func() { _ = pa.Close(bg) })
 	pb := cacheme.New(cacheme.Settings{Redis: dialRedis(t, d.addr(), time.Second), Prefix: prefix, NoStale: true,
-		StatsInterval: -1, OpTimeout: 100 * time.Millisecond,
+		StatsInterval: -1, OpTimeout: 100 * time.Millisecond, LeaseTTL: 500 * time.Millisecond,
 		Local: cacheme.LocalSettings{MaxEntries: 100, Heartbeat: heartbeat}})
 	t.Cleanup(func() { _ = pb.Close(bg) })
 	var version atomic.Int64

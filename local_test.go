@@ -3,7 +3,9 @@ package cacheme_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -480,5 +482,118 @@ func TestLocalQueryCache(t *testing.T) {
 	read()
 	if pb.Stats().Total.LocalHits < 2 {
 		t.Fatalf("B served the new title from Redis only: %+v", pb.Stats().Total)
+	}
+}
+
+// muteProxy forwards TCP connections to a Redis server; while muted it
+// swallows the server's replies (requests still go through): a connection
+// that stays up and says nothing.
+type muteProxy struct {
+	ln    net.Listener
+	to    string
+	muted atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startMuteProxy(t *testing.T, upstream string) *muteProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ok(t, err)
+	m := &muteProxy{ln: ln, to: upstream}
+	m.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			m.mu.Lock()
+			m.conns = append(m.conns, c, s)
+			m.mu.Unlock()
+			m.wg.Go(func() { _, _ = io.Copy(s, c); s.Close(); c.Close() })
+			m.wg.Go(func() {
+				defer c.Close()
+				defer s.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !m.muted.Load() {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		m.reset()
+		m.wg.Wait()
+	})
+	return m
+}
+
+// reset closes every proxied connection.
+func (m *muteProxy) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.conns {
+		c.Close()
+	}
+	m.conns = nil
+}
+
+// A subscription that goes silent (no error, no message, no reply to its
+// pings) stops the layer within two heartbeats: an invalidation it never
+// hears about is served locally at most that long. Once replies flow
+// again the layer subscribes anew and serves the new value.
+func TestLocalSilentSubscription(t *testing.T) {
+	const heartbeat = 100 * time.Millisecond
+	rdb, _ := testRedis(t)
+	c := secondClient(t, rdb)
+	proxy := startMuteProxy(t, c.Options().Addr)
+	opt := *c.Options()
+	opt.Addr = proxy.ln.Addr().String()
+	cb := redis.NewClient(&opt)
+	t.Cleanup(func() { cb.Close() })
+	prefix := uniquePrefix()
+	// A short lease: the read B sends while muted takes one whose reply
+	// it never gets, and its next call waits for that lease to run out.
+	pa := newPluginOn(t, c, cacheme.Settings{Prefix: prefix, LeaseTTL: 500 * time.Millisecond})
+	pb := newPluginOn(t, cb, cacheme.Settings{Prefix: prefix, NoStale: true, OpTimeout: 50 * time.Millisecond,
+		LeaseTTL: 500 * time.Millisecond, Local: cacheme.LocalSettings{MaxEntries: 100, Heartbeat: heartbeat}})
+	waitLocal(t, pb, 0)
+	var version atomic.Int64
+	version.Store(1)
+	f := mustWrap(t, pb, cacheme.Spec[int, int64]{Key: func(int) string { return "silent" }},
+		func(context.Context, int) (int64, error) { return version.Load(), nil })
+	waitFor(t, "the entry in B's layer", func() bool { call(t, f, 0); return cacheme.LocalHas(pb, "silent") })
+	proxy.muted.Store(true)
+	muted := time.Now()
+	version.Store(2)
+	_, err := pa.InvalidateKeys(bg, "silent")
+	ok(t, err)
+	waitFor(t, "B's layer to stop serving", func() bool { live, _ := cacheme.LocalLive(pb); return !live })
+	noticed := time.Since(muted)
+	equals(t, cacheme.LocalHas(pb, "silent"), false)
+	equals(t, call(t, f, 0), int64(2)) // Redis times out: fail-open
+	proxy.muted.Store(false)
+	proxy.reset() // the swallowed replies left B's connections out of step
+	_, purges := cacheme.LocalLive(pb)
+	waitLocal(t, pb, purges)
+	waitFor(t, "B to read the new value", func() bool { v, err := f(bg, 0); return err == nil && v == 2 })
+	t.Logf("B stopped serving %v after its connection went silent (heartbeat %v)", noticed.Round(time.Millisecond), heartbeat)
+	if noticed > 4*heartbeat {
+		t.Fatalf("B noticed after %v; want within about two heartbeats", noticed)
 	}
 }
