@@ -100,7 +100,7 @@ func TestLocalTwoProcesses(t *testing.T) {
 		time.Sleep(pace)
 	}
 	took := time.Since(start)
-	_, err = io.WriteString(stdin, "stop\n")
+	_, err = fmt.Fprintf(stdin, "stop %d\n", n+1)
 	ok(t, err)
 
 	// The child's report: "seen v firstEnd lastStart" for every version
@@ -170,12 +170,15 @@ func localChild(t *testing.T) {
 	f := mustWrap(t, p, cacheme.Spec[int, int]{Key: func(int) string { return "two>v" }},
 		func(ctx context.Context, _ int) (int, error) { return rdb.Get(ctx, prefix+"truth").Int() })
 	waitLocal(t, p, 0)
-	var stop atomic.Bool
+	// The last version, once the parent has made it: the child reads on
+	// until it has seen it (or a newer one), for 10 s at most.
+	var last atomic.Int64
 	go func() {
 		s := bufio.NewScanner(os.Stdin)
 		for s.Scan() {
-			if s.Text() == "stop" {
-				stop.Store(true)
+			var v int64
+			if _, err := fmt.Sscanf(s.Text(), "stop %d", &v); err == nil {
+				last.Store(v)
 				return
 			}
 		}
@@ -183,7 +186,16 @@ func localChild(t *testing.T) {
 	firstEnd := make([]int64, n+2)
 	lastStart := make([]int64, n+2)
 	fmt.Println("ready")
-	for !stop.Load() {
+	newest, giveUp := 0, time.Time{}
+	for {
+		if l := last.Load(); l != 0 {
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(10 * time.Second)
+			}
+			if int64(newest) >= l || time.Now().After(giveUp) {
+				break
+			}
+		}
 		began := time.Now().UnixNano()
 		v, err := f(context.Background(), 0)
 		ended := time.Now().UnixNano()
@@ -194,6 +206,7 @@ func localChild(t *testing.T) {
 			firstEnd[v] = ended
 		}
 		lastStart[v] = began
+		newest = max(newest, v)
 	}
 	w := bufio.NewWriter(os.Stdout)
 	for v := 1; v <= n+1; v++ {
