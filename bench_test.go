@@ -182,6 +182,29 @@ func BenchmarkHit(b *testing.B) {
 			b.Fatalf("not all hits: before %+v, after %+v, N=%d", before, after, b.N)
 		}
 	})
+	b.Run("cacheme-local", func(b *testing.B) {
+		// The same entry through a plugin with the local layer on.
+		lp := newPluginOn(b, rdb, cacheme.Settings{Prefix: prefix, Local: cacheme.LocalSettings{MaxEntries: 1000}})
+		waitLocal(b, lp, 0)
+		lget, err := cacheme.Wrap(lp, cacheme.Spec[int64, benchBook]{
+			Key: func(id int64) string { return "bench:book:" + strconv.FormatInt(id, 10) },
+			Tag: "bench-hit",
+		}, func(context.Context, int64) (benchBook, error) { return book, nil })
+		ok(b, err)
+		_, err = lget(ctx, book.ID) // a Redis hit, which fills the layer
+		ok(b, err)
+		before := lp.Stats().Total
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := lget(ctx, book.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		after := lp.Stats().Total
+		if after.LocalHits-before.LocalHits != int64(b.N) {
+			b.Fatalf("not all local hits: before %+v, after %+v, N=%d", before, after, b.N)
+		}
+	})
 	b.Run("go-redis-GET", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -31,6 +31,16 @@
 // it makes with the call's context add what they depend on to its groups
 // (capture.go). Nothing read inside a transaction is stored.
 //
+// # The local layer
+//
+// Settings.Local keeps valid values read from Redis in the process, bounded
+// by bytes and entries (local.go): a local hit makes no round trip. Every
+// invalidation script publishes the keys it invalidated on the Prefix's
+// channel, and each plugin with the layer on evicts them; a lost
+// subscription empties the layer before it serves again. A reader in
+// another process may get a value for up to the delivery delay after its
+// invalidation returned.
+//
 // # With GORM
 //
 // db.Use(cacheme.New(s)) registers callbacks on create, update and delete;
@@ -71,6 +81,10 @@
 //	                     "<kind>\x00<tag>\x00<counter>" (kind and tag
 //	                     empty for the total, kind "other" for the tags
 //	                     past MaxFleetTags) and "@p\x00<plugin id>"
+//	CM:invalidations     a pub/sub channel, not a key: every invalidation
+//	                     of entries publishes their keys there,
+//	                     NUL-separated, from the script that invalidates
+//	                     them, for the local layers (Settings.Local)
 //
 // A cached GORM read is the entry "q:<table>:<hash>"; its value is the
 // rows the database returned (rowset.go). Its groups are the conjunctions

@@ -27,8 +27,14 @@ type redisCluster struct {
 
 func startCluster(t *testing.T) *redisCluster {
 	t.Helper()
+	return startClusterIn(t, 7100, 7200)
+}
+
+// startClusterIn starts the cluster on 6 free ports in [lo, hi).
+func startClusterIn(t *testing.T, lo, hi int) *redisCluster {
+	t.Helper()
 	base := 0
-	for b := 7100; b+6 <= 7200 && base == 0; b += 6 {
+	for b := lo; b+6 <= hi && base == 0; b += 6 {
 		free := true
 		for p := b; p < b+6 && free; p++ {
 			free = portFree(p) && portFree(p+10000) // the cluster bus
@@ -38,7 +44,7 @@ func startCluster(t *testing.T) *redisCluster {
 		}
 	}
 	if base == 0 {
-		t.Fatalf("no 6 free ports (and bus ports) in 7100-7199")
+		t.Fatalf("no 6 free ports (and bus ports) in %d-%d", lo, hi-1)
 	}
 	c := &redisCluster{}
 	var addrs []string

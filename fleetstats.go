@@ -87,6 +87,7 @@ var counterFields = []struct {
 	{"fallbacks", func(c *Counters) *int64 { return &c.Fallbacks }},
 	{"breaker_skips", func(c *Counters) *int64 { return &c.BreakerSkips }},
 	{"uncached", func(c *Counters) *int64 { return &c.Uncached }},
+	{"local_hits", func(c *Counters) *int64 { return &c.LocalHits }},
 }
 
 // CounterNames returns the names of the counters, in the order of the

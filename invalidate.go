@@ -260,6 +260,7 @@ func (inv *invalidation) once(ctx context.Context, p *Plugin) (int, error) {
 	mcalls, mbatches := p.markCalls(inv.indexes)
 	ecalls, ebatches := p.entryCalls(inv.entries)
 	cmds, err := p.runWrites(ctx, append(mcalls, ecalls...))
+	p.evictLocal(inv.entries)
 	errs = append(errs, err)
 	marked, failedIdx := markResults(inv.indexes, mbatches, cmds[:len(mcalls)])
 	hit, failed := entryResults(inv.entries, ebatches, cmds[len(mcalls):])

@@ -70,6 +70,11 @@ const maxCorrupt = 3
 // the lease, and the store); see doc.go. Concurrent calls of one entry in
 // this process share one flight (flight.go): only its leader reads Redis.
 func run[A, R any](ctx context.Context, p *Plugin, l load[A, R]) (R, error) {
+	if p.local != nil {
+		if v, ok := localHit(ctx, p, l); ok {
+			return v, nil
+		}
+	}
 	for {
 		f, leader, after := p.flights.join(l.e.key)
 		if leader {
@@ -128,6 +133,11 @@ func lead[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (r 
 	if err != nil {
 		return bypass(ctx, p, l, f, err)
 	}
+	var snap localSnap
+	if p.local != nil {
+		// Before the read: an invalidation after it refuses the fill.
+		snap = p.local.snapshot(l.e.key)
+	}
 	res, err := p.readFast(ctx, l.e, lh)
 	done(err)
 	if err != nil {
@@ -164,6 +174,9 @@ func lead[A, R any](ctx context.Context, p *Plugin, l load[A, R], f *flight) (r 
 					p.reg.add(l.tagC, staleServed, 1)
 				} else {
 					p.reg.add(l.tagC, hits, 1)
+					if p.local != nil {
+						p.local.insert(snap, l.e.key, res.value, l.ttl)
+					}
 				}
 				if attempt == 0 && l.hit != nil {
 					l.hit(ctx, l.key, l.args, v)

@@ -57,10 +57,13 @@ type Plugin struct {
 	stopOnce   sync.Once
 
 	pub publisher // publishes the counters (fleetstats.go)
+
+	local *local // the local layer (Settings.Local); nil when off
 }
 
 // New returns a plugin configured by s, ready for db.Use(cacheme.New(s)).
-// New does not contact Redis and never returns nil. A configuration that
+// New does not contact Redis (with Settings.Local it starts the goroutine
+// that subscribes, in the background) and never returns nil. A configuration that
 // cannot work (no Redis client, a setting out of range) is not lost: Err
 // returns it, and db.Use, Wrap, WrapNode and every call that needs a valid
 // plugin return it too, wrapping ErrNoRedis or ErrInvalidSettings.
@@ -76,6 +79,9 @@ func New(s Settings) *Plugin {
 		p.leaseArg, p.maxBlock = strconv.FormatInt(ms(s.LeaseTTL), 10), maxBlock(s.Redis)
 		if s.StatsInterval > 0 {
 			p.startPublisher()
+		}
+		if s.Local.on() && !s.Disabled {
+			p.startLocal() // its goroutine subscribes; Close stops it
 		}
 	}
 	return p
@@ -121,7 +127,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	p.wrapPool(db)
 	if p.set.Outbox {
-		// The one goroutine the plugin starts; Close stops it.
+		// Close stops it (as it stops the local layer's subscriber).
 		p.replayStop, p.replayDone = make(chan struct{}), make(chan struct{})
 		go p.replayLoop()
 	}
@@ -136,7 +142,8 @@ func (p *Plugin) Settings() Settings {
 	return p.set
 }
 
-// Close stops the outbox replay (Settings.Outbox) and waits for the
+// Close stops the outbox replay (Settings.Outbox) and the local layer's
+// subscription (Settings.Local), and waits for the
 // invalidations still running in the background (see
 // Settings.FlushTimeout) to finish, then publishes the counters not yet
 // published (Settings.StatsInterval), or stops waiting when ctx is done,
@@ -158,6 +165,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 			<-p.replayDone
 		}
 		p.flushes.Wait()
+		if p.local != nil {
+			p.local.close()
+		}
 		p.rowsDBOnce.Do(func() {}) // no replay database opens after Close
 		if p.rowsDB != nil {
 			_ = p.rowsDB.Close()

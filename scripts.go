@@ -235,6 +235,13 @@ return w
 // (until the lease would have run out), so that its holder, whose store
 // then fails, still wakes them. It returns how many entries it hit: a
 // valid value or a live lease. A corrupt key is deleted.
+//
+// Then it publishes the keys it was given (NUL-separated) on ARGV[1], the
+// channel of the Prefix's invalidations (localChannel), for the local
+// layers of every process (local.go). The message leaves in the same
+// atomic step as the invalidation: no invalidation is done without its
+// message having been sent. On Cluster a PUBLISH goes to every node over
+// the cluster bus, so a subscriber on any node gets it.
 var invalidateScript = redis.NewScript(luaHeader + `
 local t = nowms()
 local n = 0
@@ -283,6 +290,7 @@ for i = 1, #KEYS do
     end
   end
 end
+if ARGV[1] and ARGV[1] ~= '' then call('PUBLISH', ARGV[1], table.concat(KEYS, '\0')) end
 return n
 `)
 

@@ -3,6 +3,7 @@ package cacheme
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -24,6 +25,11 @@ const (
 	DefaultBreakerCool    = time.Second
 	DefaultStaleTTL       = 5 * time.Minute
 	DefaultStatsInterval  = 10 * time.Second
+
+	DefaultLocalMaxBytes   = 64 << 20 // the local layer's bound in bytes, once it is on
+	DefaultLocalMaxEntries = 100_000  // the local layer's bound in entries, once it is on
+	DefaultLocalTTL        = time.Minute
+	DefaultLocalHeartbeat  = time.Second
 )
 
 // Settings configures a Plugin. It mirrors django-cacheme's CACHEME dict.
@@ -173,12 +179,56 @@ type Settings struct {
 	// zero, defaults to 10s.
 	StatsInterval time.Duration
 
+	// Local configures the optional in-process layer in front of Redis
+	// (local.go): a valid value read from Redis is kept in this process,
+	// and served from there without a Redis round trip until an
+	// invalidation in any process sharing the Prefix evicts it. Zero (or
+	// Disabled): off.
+	Local LocalSettings
+
 	// FailClosed makes a wrapped function return an error wrapping ErrRedis
 	// when Redis cannot be read, instead of calling the function without
 	// the cache (fail-open, the default). Failures after the function ran
 	// (storing its result) are reported, never returned.
 	FailClosed bool
 }
+
+// LocalSettings configures the local layer (Settings.Local, local.go). It
+// is on when MaxBytes or MaxEntries is set; the zero value is off.
+//
+// With the layer on, the plugin keeps one Redis connection subscribed to
+// the invalidations of its Prefix (one goroutine, stopped by Close), and a
+// reader may get a value up to the delivery delay of an invalidation made
+// by another process after that invalidation returned (see the README's
+// "Local layer"). Not on a Ring: its scripts publish on the shard of their
+// keys, and one subscription would miss the others.
+type LocalSettings struct {
+	// MaxBytes bounds the local layer's memory: the sum of each entry's
+	// key, stored value and a fixed overhead per entry. If zero (with
+	// MaxEntries set), defaults to 64 MiB.
+	MaxBytes int64
+
+	// MaxEntries bounds how many entries the local layer holds. If zero
+	// (with MaxBytes set), defaults to 100 000.
+	MaxEntries int
+
+	// TTL bounds how long an entry stays in the local layer, never longer
+	// than its function's TTL: a value that expires in Redis (which
+	// publishes nothing) is gone locally within TTL. If zero, defaults to
+	// 1m.
+	TTL time.Duration
+
+	// Heartbeat is how often the subscription is pinged while no message
+	// comes: a connection that answers nothing for two heartbeats is
+	// deemed lost, and the local layer is emptied and not used until it
+	// is subscribed again. It bounds how long a silently dead connection
+	// (no error, no reply) can keep serving entries whose invalidations it
+	// misses. If zero, defaults to 1s.
+	Heartbeat time.Duration
+}
+
+// on reports whether the local layer is configured.
+func (l LocalSettings) on() bool { return l.MaxBytes != 0 || l.MaxEntries != 0 }
 
 // withDefaults returns s with every zero field set to its default and checks
 // the result. It is the one place defaults are applied.
@@ -222,6 +272,20 @@ func (s Settings) withDefaults() (Settings, error) {
 	if s.Codec == nil {
 		s.Codec = MsgpackCodec{}
 	}
+	if s.Local.on() {
+		if s.Local.MaxBytes == 0 {
+			s.Local.MaxBytes = DefaultLocalMaxBytes
+		}
+		if s.Local.MaxEntries == 0 {
+			s.Local.MaxEntries = DefaultLocalMaxEntries
+		}
+		if s.Local.TTL == 0 {
+			s.Local.TTL = DefaultLocalTTL
+		}
+		if s.Local.Heartbeat == 0 {
+			s.Local.Heartbeat = DefaultLocalHeartbeat
+		}
+	}
 	switch {
 	case s.Redis == nil:
 		return s, ErrNoRedis
@@ -249,6 +313,16 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("%w: ReplayInterval %v is negative", ErrInvalidSettings, s.ReplayInterval)
 	case s.LeaseTTL < time.Millisecond:
 		return s, fmt.Errorf("%w: LeaseTTL %v is under 1ms", ErrInvalidSettings, s.LeaseTTL)
+	case s.Local.MaxBytes < 0 || s.Local.MaxEntries < 0:
+		return s, fmt.Errorf("%w: Local.MaxBytes %d or Local.MaxEntries %d is negative", ErrInvalidSettings, s.Local.MaxBytes, s.Local.MaxEntries)
+	case s.Local.on() && s.Local.MaxBytes < int64(s.Local.MaxEntries):
+		return s, fmt.Errorf("%w: Local.MaxBytes %d is under Local.MaxEntries %d", ErrInvalidSettings, s.Local.MaxBytes, s.Local.MaxEntries)
+	case s.Local.on() && s.Local.MaxBytes/int64(s.Local.MaxEntries) > math.MaxUint32:
+		return s, fmt.Errorf("%w: Local.MaxBytes %d over Local.MaxEntries %d is more than 4 GiB an entry", ErrInvalidSettings, s.Local.MaxBytes, s.Local.MaxEntries)
+	case s.Local.TTL < 0 || s.Local.Heartbeat < 0:
+		return s, fmt.Errorf("%w: Local.TTL %v or Local.Heartbeat %v is negative", ErrInvalidSettings, s.Local.TTL, s.Local.Heartbeat)
+	case s.Local.on() && isRing(s.Redis):
+		return s, fmt.Errorf("%w: Local needs a client, failover client or Cluster client, not a Ring", ErrInvalidSettings)
 	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/gormcacheme/cacheme"
@@ -30,6 +31,11 @@ func TestNewInvalidSettings(t *testing.T) {
 		{"negative WaitReplicas", cacheme.Settings{WaitReplicas: -1}},
 		{"negative BreakerCooldown", cacheme.Settings{BreakerCooldown: -time.Second}},
 		{"negative WaitTimeout", cacheme.Settings{WaitTimeout: -time.Second}},
+		{"negative Local.MaxBytes", cacheme.Settings{Local: cacheme.LocalSettings{MaxBytes: -1}}},
+		{"negative Local.MaxEntries", cacheme.Settings{Local: cacheme.LocalSettings{MaxEntries: -1}}},
+		{"Local.MaxBytes under Local.MaxEntries", cacheme.Settings{Local: cacheme.LocalSettings{MaxBytes: 10, MaxEntries: 11}}},
+		{"negative Local.TTL", cacheme.Settings{Local: cacheme.LocalSettings{MaxEntries: 1, TTL: -1}}},
+		{"negative Local.Heartbeat", cacheme.Settings{Local: cacheme.LocalSettings{MaxEntries: 1, Heartbeat: -1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +96,29 @@ func TestNewSettings(t *testing.T) {
 	equals(t, cacheme.DefaultHerdRetryTime, 20*time.Millisecond)
 	equals(t, cacheme.DefaultTTL, 24*time.Hour)
 	equals(t, cacheme.DefaultLeaseTTL, 10*time.Second)
+}
+
+// The local layer is off by default; either bound turns it on, with the
+// other bound, its TTL and its heartbeat defaulted. A Ring cannot have it.
+func TestNewLocalSettings(t *testing.T) {
+	rdb := deadRedis(t)
+	equals(t, cacheme.New(cacheme.Settings{Redis: rdb, StatsInterval: -1}).Settings().Local, cacheme.LocalSettings{})
+	tests := []struct {
+		in, want cacheme.LocalSettings
+	}{
+		{cacheme.LocalSettings{MaxBytes: 1 << 20}, cacheme.LocalSettings{MaxBytes: 1 << 20, MaxEntries: 100_000, TTL: time.Minute, Heartbeat: time.Second}},
+		{cacheme.LocalSettings{MaxEntries: 10}, cacheme.LocalSettings{MaxBytes: 64 << 20, MaxEntries: 10, TTL: time.Minute, Heartbeat: time.Second}},
+		{cacheme.LocalSettings{MaxBytes: 5, MaxEntries: 5, TTL: time.Hour, Heartbeat: time.Millisecond}, cacheme.LocalSettings{MaxBytes: 5, MaxEntries: 5, TTL: time.Hour, Heartbeat: time.Millisecond}},
+	}
+	for _, tt := range tests {
+		p := cacheme.New(cacheme.Settings{Redis: rdb, StatsInterval: -1, Local: tt.in})
+		ok(t, p.Err())
+		equals(t, p.Settings().Local, tt.want)
+		ok(t, p.Close(bg)) // stops the subscriber, which never got through
+	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	assertConfigError(t, cacheme.New(cacheme.Settings{Redis: ring, Local: cacheme.LocalSettings{MaxEntries: 10}}), cacheme.ErrInvalidSettings)
 }
 
 // The default prefix starts the keys in Redis.

@@ -22,6 +22,7 @@ type Counters struct {
 	Fallbacks     int64 // GORM writes whose rows could not be read, invalidated broadly (ErrBroadInvalidation)
 	BreakerSkips  int64 // memoized calls that skipped Redis because the circuit breaker was open
 	Uncached      int64 // results returned but not stored: computed from a read inside a transaction, or from one whose tables could not be named
+	LocalHits     int64 // values returned from the local layer (Settings.Local), without Redis; not counted in Hits
 }
 
 // Stats is a snapshot of a Plugin's counters, overall and per tag.
@@ -35,7 +36,7 @@ type counters struct {
 	hits, misses, stale, herdWaits, herdTimeouts  atomic.Int64
 	loaderErrors, redisErrors, corrupt            atomic.Int64
 	conflicts, invalidations, replayed, fallbacks atomic.Int64
-	breakerSkips, uncached                        atomic.Int64
+	breakerSkips, uncached, localHits             atomic.Int64
 }
 
 func (c *counters) snapshot() Counters {
@@ -45,7 +46,7 @@ func (c *counters) snapshot() Counters {
 		LoaderErrors: c.loaderErrors.Load(), RedisErrors: c.redisErrors.Load(),
 		Corrupt: c.corrupt.Load(), Conflicts: c.conflicts.Load(),
 		Invalidations: c.invalidations.Load(), Replayed: c.replayed.Load(), Fallbacks: c.fallbacks.Load(),
-		BreakerSkips: c.breakerSkips.Load(), Uncached: c.uncached.Load(),
+		BreakerSkips: c.breakerSkips.Load(), Uncached: c.uncached.Load(), LocalHits: c.localHits.Load(),
 	}
 }
 
@@ -195,3 +196,4 @@ func replayed(c *counters) *atomic.Int64      { return &c.replayed }
 func fallbacks(c *counters) *atomic.Int64     { return &c.fallbacks }
 func breakerSkips(c *counters) *atomic.Int64  { return &c.breakerSkips }
 func uncached(c *counters) *atomic.Int64      { return &c.uncached }
+func localHits(c *counters) *atomic.Int64     { return &c.localHits }

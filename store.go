@@ -479,6 +479,7 @@ func (p *Plugin) join(ctx context.Context, e entry, indexes []string, ttl time.D
 func (p *Plugin) invalidateEntries(ctx context.Context, entries []entry) (int, []entry, error) {
 	calls, batches := p.entryCalls(entries)
 	cmds, err := p.runWrites(ctx, calls)
+	p.evictLocal(entries)
 	n, failed := entryResults(entries, batches, cmds)
 	return n, failed, err
 }
@@ -497,7 +498,7 @@ func (p *Plugin) entryCalls(entries []entry) ([]scriptCall, [][]int) {
 		for j, k := range b {
 			ks[j] = keys[k]
 		}
-		calls[i] = scriptCall{invalidateScript, ks, nil}
+		calls[i] = scriptCall{invalidateScript, ks, []any{p.localChannel()}}
 	}
 	return calls, batches
 }

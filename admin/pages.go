@@ -184,7 +184,7 @@ func (h *handler) fleet(ctx context.Context, v view) fleetView {
 // ratio is the share of calls served from the cache (hits and stale
 // serves, of those and misses), or "–" without calls.
 func ratio(c cacheme.Counters) string {
-	served := c.Hits + c.Stale
+	served := c.Hits + c.LocalHits + c.Stale
 	if served+c.Misses == 0 {
 		return "–"
 	}
@@ -217,7 +217,7 @@ func newChart(minutes []cacheme.FleetMinute) chart {
 		c.From, c.To = minutes[0].Start.UTC().Format("15:04"), minutes[len(minutes)-1].Start.UTC().Format("15:04")
 	}
 	for i, m := range minutes {
-		served := m.Hits + m.Stale
+		served := m.Hits + m.LocalHits + m.Stale
 		calls := served + m.Misses
 		if calls == 0 {
 			continue

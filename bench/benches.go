@@ -55,6 +55,28 @@ func benchHit(ctx context.Context, rdb *redis.Client, prefix string, size, par i
 	if _, err := hit(ctx, 0); err != nil {
 		fatal("%v", err)
 	}
+	// The same entry through a plugin with the local layer on: after its
+	// first Redis hit it is served from this process's memory.
+	lp := cacheme.New(cacheme.Settings{Redis: rdb, Prefix: prefix, TTL: 10 * time.Minute,
+		Local: cacheme.LocalSettings{MaxBytes: 64 << 20, MaxEntries: 10000}})
+	if err := lp.Err(); err != nil {
+		fatal("cacheme: %v", err)
+	}
+	defer lp.Close(ctx)
+	localHit, err := cacheme.Wrap(lp, cacheme.Spec[int, Item]{Key: func(int) string { return "hit:" + strconv.Itoa(size) }, Tag: "hit"},
+		func(context.Context, int) (Item, error) { return item, nil })
+	if err != nil {
+		fatal("%v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); lp.Stats().Total.LocalHits == 0; {
+		if time.Now().After(deadline) {
+			fatal("cacheme: the local layer never served")
+		}
+		if _, err := localHit(ctx, 0); err != nil {
+			fatal("%v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	gc := gcache.New(&gcache.Options{Redis: rdb})
 	gKey := prefix + "gc:" + strconv.Itoa(size)
 	var warm Item
@@ -76,6 +98,7 @@ func benchHit(ctx context.Context, rdb *redis.Client, prefix string, size, par i
 			return msgpack.Unmarshal(b, &v)
 		}},
 		{"cacheme", func(int) error { _, err := hit(ctx, 0); return err }},
+		{"cacheme local layer", func(int) error { _, err := localHit(ctx, 0); return err }},
 		{"go-redis/cache Once", func(int) error {
 			var v Item
 			return gc.Once(&gcache.Item{Ctx: ctx, Key: gKey, Value: &v, TTL: 10 * time.Minute, Do: func(*gcache.Item) (any, error) { return item, nil }})
@@ -95,7 +118,8 @@ func benchHit(ctx context.Context, rdb *redis.Client, prefix string, size, par i
 		mode = fmt.Sprintf("%d goroutines", par)
 	}
 	addRows(fmt.Sprintf("hit %s, %s", sizeName(size), mode), vs, med, al, "floor: GET + msgpack",
-		map[string]string{"rueidis DoCache": "client-side cache: served from memory, no round trip"})
+		map[string]string{"rueidis DoCache": "client-side cache: served from memory, no round trip",
+			"cacheme local layer": "Settings.Local: served from memory, no round trip"})
 }
 
 func sizeName(n int) string {

@@ -15,6 +15,7 @@
 // The metrics, each with the label tag:
 //
 //	cacheme_hits_total             valid values returned from Redis
+//	cacheme_local_hits_total       values returned from the local layer, without Redis
 //	cacheme_misses_total           computations whose result was stored (or tried to be)
 //	cacheme_stale_serves_total     invalidated values served while one caller recomputed
 //	cacheme_herd_waits_total       calls that waited for another caller's computation
@@ -103,6 +104,7 @@ var counters = []struct {
 	get          func(cacheme.Counters) int64
 }{
 	{"hits_total", "", func(c cacheme.Counters) int64 { return c.Hits }},
+	{"local_hits_total", "", func(c cacheme.Counters) int64 { return c.LocalHits }},
 	{"misses_total", "", func(c cacheme.Counters) int64 { return c.Misses }},
 	{"stale_serves_total", "", func(c cacheme.Counters) int64 { return c.Stale }},
 	{"herd_waits_total", "", func(c cacheme.Counters) int64 { return c.HerdWaits }},
@@ -118,6 +120,7 @@ var counters = []struct {
 
 var help = map[string]string{
 	"hits_total":          "Valid cached values returned from Redis.",
+	"local_hits_total":    "Values returned from the local layer (Settings.Local), without Redis.",
 	"misses_total":        "Computations after a miss whose result was stored (or tried to be).",
 	"stale_serves_total":  "Invalidated values served while one caller recomputed them.",
 	"herd_waits_total":    "Calls that waited for another caller's computation.",

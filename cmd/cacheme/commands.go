@@ -327,7 +327,7 @@ func counters(c cacheme.Counters) map[string]int64 {
 
 // hitRatio is the share of calls served from the cache, -1 without calls.
 func hitRatio(c cacheme.Counters) float64 {
-	served := c.Hits + c.Stale
+	served := c.Hits + c.LocalHits + c.Stale
 	if served+c.Misses == 0 {
 		return -1
 	}
@@ -376,7 +376,7 @@ func sortedTags(f cacheme.Fleet) []string {
 }
 
 // tableColumns are the counters the table shows.
-var tableColumns = []string{"hits", "misses", "stale", "herd_waits", "invalidations", "redis_errors", "loader_errors"}
+var tableColumns = []string{"hits", "local_hits", "misses", "stale", "herd_waits", "invalidations", "redis_errors", "loader_errors"}
 
 func writeTable(c *config, f cacheme.Fleet) error {
 	procs := "processes"

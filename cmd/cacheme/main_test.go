@@ -446,7 +446,7 @@ func TestStatsAndInspect(t *testing.T) {
 	}
 	env := []string{"CACHEME_REDIS=" + url, "CACHEME_PREFIX=" + prefix}
 	r := cli(t, env, "stats").ok(t)
-	if !regexp.MustCompile(`books\s+function\s+1\s+4\s`).MatchString(r.out) || !strings.Contains(r.out, "20.0%") {
+	if !regexp.MustCompile(`books\s+function\s+1\s+0\s+4\s`).MatchString(r.out) || !strings.Contains(r.out, "20.0%") {
 		t.Fatalf("stats:\n%s", r.out)
 	}
 	var in struct {
