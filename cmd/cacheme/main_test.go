@@ -106,7 +106,9 @@ func redisURL(t *testing.T) (string, redis.UniversalClient) {
 	t.Helper()
 	c, m := testenv.Redis(t)
 	if m != nil {
-		return "redis://" + m.Addr(), c
+		// The command line waits for a slow miniredis (-race) as long as
+		// it takes: its default read timeout is 3s.
+		return "redis://" + m.Addr() + "?read_timeout=1m&write_timeout=1m", c
 	}
 	return os.Getenv("CACHEME_TEST_REDIS"), c
 }
