@@ -171,10 +171,14 @@ if h.le == 0 then
     g = tonumber(ARGV[5])
   else
     -- An expiry more than a lease ahead was changed: no grant to read.
-    -- One millisecond ahead is rounding (miniredis), taken off.
+    -- One millisecond ahead is rounding (miniredis), taken off. The clock
+    -- is read again after PEXPIRETIME: miniredis adds a key's TTL to the
+    -- time of that call, and a slow script (-race) must not look like a
+    -- changed expiry.
     local exp = redis.call('PEXPIRETIME', k)
-    if exp < 0 or exp - t > lease + 1 then return {0, h.w} end
-    gms = (math.min(exp, t + lease) - lease) * 1000
+    local te = nowms()
+    if exp < 0 or exp - te > lease + 1 then return {0, h.w} end
+    gms = (math.min(exp, te + lease) - lease) * 1000
     g = gms
   end
 elseif not (h.le > t) then
