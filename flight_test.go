@@ -241,6 +241,9 @@ func TestFlightAfterInvalidation(t *testing.T) {
 	})
 	first := goCall(f, 0)
 	g.awaitStarted(t) // it read 1
+	// Clearly after its lease's grant: within that millisecond the store
+	// cannot order them, and the first call would compute once more.
+	time.Sleep(2 * time.Millisecond)
 	db.Store(2)
 	_, err := p.InvalidateGroups(bg, "flight-after-g")
 	ok(t, err) // the write has returned
