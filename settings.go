@@ -134,8 +134,11 @@ type Settings struct {
 	// runs out counts as a Redis failure (fail-open: the function runs
 	// without the cache). Give the client ContextTimeoutEnabled to have it
 	// enforce the bound itself; otherwise the plugin stops waiting and
-	// leaves the call to the client's ReadTimeout. Negative: no bound but
-	// the caller's deadline. If zero, defaults to 500ms.
+	// leaves the call to the client's ReadTimeout. A client whose
+	// ReadTimeout and WriteTimeout are at most OpTimeout bounds each call
+	// by itself, and the plugin adds nothing to it (the fastest hit).
+	// Negative: no bound but the caller's deadline. If zero, defaults to
+	// 500ms.
 	OpTimeout time.Duration
 
 	// BreakerFailures is how many memoized calls in a row must fail on

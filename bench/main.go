@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gormcacheme/cacheme"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -54,7 +55,10 @@ func main() {
 		*rounds, *ops, *scaleKeys, *groupMax = 1, 50, 2000, 1000
 	}
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 64})
+	// Timeouts at cacheme's OpTimeout: the client bounds each call by
+	// itself, as the README recommends (the same client for every variant).
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 64,
+		ReadTimeout: cacheme.DefaultOpTimeout, WriteTimeout: cacheme.DefaultOpTimeout})
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		fatal("redis %s: %v", *redisAddr, err)
 	}

@@ -103,7 +103,9 @@ func report() {
 	fmt.Fprintf(&b, "Every variant of a benchmark runs in the same rounds, in rotated order, on the same Redis; "+
 		"the table shows the median of %d rounds. Ratios are to the first variant of each benchmark "+
 		"(hits: raw go-redis GET and msgpack decode, the floor; misses: go-redis/cache Once; herds: the loader's own time). "+
-		"Absolute times on a shared machine are noise; the ratios are the result.\n\n", *rounds)
+		"Absolute times on a shared machine are noise; the ratios are the result. "+
+		"Every variant uses one go-redis client whose ReadTimeout and WriteTimeout are cacheme's OpTimeout (500ms), "+
+		"as the README recommends: cacheme then bounds a call by the client alone.\n\n", *rounds)
 	fmt.Fprintf(&b, "| benchmark | variant | median per op | ratio | allocs/op | note |\n|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		ratio, allocs := "", ""
