@@ -293,7 +293,11 @@ func benchScale(ctx context.Context, rdb *redis.Client, prefix string) {
 }
 
 // fill runs op for 0..n-1 on par goroutines.
-func fill(n, par int, op func(int) error) {
+func fill(n, par int, op func(int) error) { run("fill", n, par, op) }
+
+// run runs op for 0..n-1 on par goroutines; an error ends the program,
+// named what.
+func run(what string, n, par int, op func(int) error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range par {
@@ -304,7 +308,7 @@ func fill(n, par int, op func(int) error) {
 					return
 				}
 				if err := op(i); err != nil {
-					fatal("fill: %v", err)
+					fatal("%s: %v", what, err)
 				}
 			}
 		})

@@ -17,8 +17,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gormcacheme/cacheme"
@@ -121,22 +119,7 @@ func interleave(vs []variant, n, par int) ([]time.Duration, []float64) {
 			var m0, m1 runtime.MemStats
 			runtime.ReadMemStats(&m0)
 			start := time.Now()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range par {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= n {
-							return
-						}
-						if err := vs[j].op(r*n + i); err != nil {
-							fatal("%s: %v", vs[j].name, err)
-						}
-					}
-				})
-			}
-			wg.Wait()
+			run(vs[j].name, n, par, func(i int) error { return vs[j].op(r*n + i) })
 			el := time.Since(start)
 			runtime.ReadMemStats(&m1)
 			times[j] = append(times[j], el/time.Duration(n))

@@ -31,24 +31,10 @@ func CountingDB(t testing.TB, cfg gorm.Config) (*gorm.DB, *Queries) {
 	var dialector gorm.Dialector
 	if dsn := os.Getenv("CACHEME_TEST_POSTGRES"); dsn != "" {
 		dsn = Schema(t, dsn)
-		base, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { base.Close() })
-		conn := sql.OpenDB(&counter{drv: base.Driver(), dsn: dsn, q: q})
-		t.Cleanup(func() { conn.Close() })
-		dialector = postgres.New(postgres.Config{Conn: conn})
+		dialector = postgres.New(postgres.Config{Conn: openCounted(t, "pgx", dsn, q)})
 	} else {
 		dsn := filepath.Join(t.TempDir(), "test.db") + "?_busy_timeout=5000&_journal_mode=WAL"
-		base, err := sql.Open("sqlite3", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { base.Close() })
-		conn := sql.OpenDB(&counter{drv: base.Driver(), dsn: dsn, q: q})
-		t.Cleanup(func() { conn.Close() })
-		dialector = sqlite.New(sqlite.Config{Conn: conn, DriverName: "sqlite3"})
+		dialector = sqlite.New(sqlite.Config{Conn: openCounted(t, "sqlite3", dsn, q), DriverName: "sqlite3"})
 	}
 	db, err := gorm.Open(dialector, &cfg)
 	if err != nil {
@@ -62,6 +48,19 @@ type counter struct {
 	drv driver.Driver
 	dsn string
 	q   *Queries
+}
+
+// openCounted opens dsn with driverName through a counter of q.
+func openCounted(t testing.TB, driverName, dsn string, q *Queries) *sql.DB {
+	t.Helper()
+	base, err := sql.Open(driverName, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { base.Close() })
+	conn := sql.OpenDB(&counter{drv: base.Driver(), dsn: dsn, q: q})
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func (c *counter) Connect(context.Context) (driver.Conn, error) {
